@@ -1,0 +1,259 @@
+"""The autograd functions through which rules change the backward pass.
+
+Each function is applied to one operation's output (or inputs) during the explaining
+forward pass and replaces or scales the gradient in the backward pass. Each also writes
+the operation's relevance bookkeeping into its :class:`~relprop.ledger.LedgerEntry`.
+Nothing here holds global state: everything a backward step needs travels in the
+``ctx`` of its own node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .ledger import LedgerEntry
+from .ops import LinearOp
+from .rules import (
+    EpsilonRule,
+    LinearRule,
+    channel_constant_relevance,
+    per_sample_dot,
+    per_sample_sum,
+    safe_divide,
+    stabilize,
+)
+
+
+@dataclass
+class FactorSpec:
+    """An output-side factor ``g ⊙ y / stab(y)`` (LRP-0/ε/norm) and its bookkeeping.
+
+    ``channel_constant`` is a per-channel constant term of ``y`` (bias) with ``channel_op``
+    telling which dimension is the channel; ``full_constant`` a constant broadcastable to ``y``.
+    """
+
+    rule: EpsilonRule
+    entry: LedgerEntry | None
+    channel_constant: Tensor | None = None
+    channel_op: LinearOp | None = None
+    full_constant: Tensor | None = None
+    #: Applied to the output of the ReLU that alone consumes the layer's output (see ProxyHolder):
+    #: the incoming gradient is not yet masked by the ReLU there.
+    after_relu: bool = False
+
+    def constant_relevance(self, scaled_grad: Tensor) -> Tensor | None:
+        if self.channel_constant is not None:
+            assert self.channel_op is not None
+            return channel_constant_relevance(scaled_grad, self.channel_constant, self.channel_op)
+        if self.full_constant is not None:
+            return per_sample_sum(scaled_grad * self.full_constant)
+        return None
+
+
+def record_factor(spec: FactorSpec, y: Tensor, grad: Tensor, scaled: Tensor) -> None:
+    """Write the ledger of an output-factor rule: ``in = Σ (y - c) ⊙ g'``, ``out = Σ y ⊙ g``."""
+    if spec.entry is None:
+        return
+    out = per_sample_dot(y, grad)
+    kept = per_sample_dot(y, scaled)
+    bias = spec.constant_relevance(torch.where(y > 0, scaled, 0.0) if spec.after_relu else scaled)
+    spec.entry.add(out, kept if bias is None else kept - bias, bias)
+
+
+class OutputFactor(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``y / stab(y)`` (LRP-ε on the layer below)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, spec: FactorSpec) -> Tensor:
+        ctx.spec = spec
+        ctx.save_for_backward(y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        spec: FactorSpec = ctx.spec
+        scaled = spec.rule.output_factor(y, grad)
+        record_factor(spec, y, grad, scaled)
+        return scaled, None
+
+
+class GradScale(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by a constant (uniform product rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+class Probe(torch.autograd.Function):
+    """Identity in both directions; records ``Σ t ⊙ g`` at an operation's input or output."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor, entry: LedgerEntry, side: str) -> Tensor:
+        ctx.entry = entry
+        ctx.side = side
+        ctx.save_for_backward(t)
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (t,) = ctx.saved_tensors
+        value = per_sample_dot(t, grad)
+        zero = torch.zeros_like(value)
+        if ctx.side == "out":
+            ctx.entry.add(value, zero)
+        else:
+            ctx.entry.add(zero, value)
+        return grad, None, None
+
+
+class ProxyHolder:
+    """Receives the output of the ReLU that alone consumes a layer's output.
+
+    Where ``y ≤ 0`` the ReLU blocks the gradient, and where ``y > 0`` it equals ``relu(y)``,
+    so the rule can read ``relu(y)`` (kept alive by the ReLU's own backward anyway) instead of
+    keeping ``y``: this saves one activation tensor per layer.
+    """
+
+    __slots__ = ("tensor",)
+
+    def __init__(self) -> None:
+        self.tensor: Tensor | None = None
+
+
+@dataclass
+class LinearBundle:
+    """Everything the backward of a modified-weight rule needs for one layer call."""
+
+    op: LinearOp
+    rule: LinearRule
+    prepared: dict[str, Tensor | None]
+    entry: LedgerEntry | None
+    proxy: ProxyHolder | None
+    input_is_model_input: bool
+    direct: DirectRelevance
+
+
+class DirectRelevance:
+    """Relevance that rules hand directly to the model input (z^B, flat, w² on the input layer)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+
+    def add(self, relevance: Tensor) -> None:
+        r = relevance.detach()
+        self.total = r if self.total is None else self.total + r
+
+
+class ModifiedLinear(torch.autograd.Function):
+    """A parametric linear layer whose backward applies a modified-weight LRP rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, bundle: LinearBundle) -> Tensor:
+        weight, bias = bundle.prepared["weight"], bundle.prepared["bias"]
+        assert weight is not None
+        y = bundle.op.apply(x, weight, bias)
+        ctx.bundle = bundle
+        if bundle.proxy is None:
+            ctx.save_for_backward(x, y)
+        else:
+            ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        bundle: LinearBundle = ctx.bundle
+        if bundle.proxy is None:
+            x, y = ctx.saved_tensors
+        else:
+            (x,) = ctx.saved_tensors
+            y = bundle.proxy.tensor
+            assert y is not None, "the ReLU after this layer did not run"
+        result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared)
+        grad_x: Tensor | None
+        if result.grad is not None:
+            grad_x = result.grad
+            relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+        else:
+            relevance = result.relevance
+            assert relevance is not None
+            if bundle.input_is_model_input:
+                bundle.direct.add(relevance)
+                grad_x = None
+                relevance_in = per_sample_sum(relevance)
+            else:
+                # Hand the relevance on in gradient form; where x == 0 it cannot be carried,
+                # and the ledger records the loss.
+                grad_x = safe_divide(relevance, x)
+                relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+        if bundle.entry is not None:
+            assert relevance_in is not None
+            bundle.entry.add(per_sample_dot(y.contiguous(), grad.contiguous()), relevance_in, result.bias_relevance)
+        return grad_x, None
+
+
+class PassActivation(torch.autograd.Function):
+    """An element-wise activation whose backward passes relevance unchanged: ``g_x = g ⊙ f(x)/stab(x)``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], stabilizer: float, entry: LedgerEntry | None
+    ) -> Tensor:
+        y = fn(x)
+        ctx.stabilizer = stabilizer
+        ctx.entry = entry
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        x, y = ctx.saved_tensors
+        grad_x = grad * safe_divide(y, stabilize(x, ctx.stabilizer))
+        if ctx.entry is not None:
+            ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
+        return grad_x, None, None, None
+
+
+class ProportionalPool(torch.autograd.Function):
+    """Max pooling whose backward splits relevance over each window in proportion to the inputs."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        pool: Callable[[Tensor], Tensor],
+        window_sum: Callable[[Tensor], Tensor],
+        stabilizer: float,
+        entry: LedgerEntry | None,
+    ) -> Tensor:
+        y = pool(x)
+        ctx.window_sum = window_sum
+        ctx.stabilizer = stabilizer
+        ctx.entry = entry
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        x, y = ctx.saved_tensors
+        with torch.enable_grad():
+            probe = x.detach().requires_grad_(True)
+            sums = ctx.window_sum(probe)
+            s = (y * grad) / stabilize(sums.detach(), ctx.stabilizer)
+            (grad_x,) = torch.autograd.grad(sums, probe, s)
+        if ctx.entry is not None:
+            ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
+        return grad_x, None, None, None, None

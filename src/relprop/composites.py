@@ -1,0 +1,315 @@
+"""Composites: which rule for which layer.
+
+A :class:`Composite` is an ordered list of ``(matcher, rule)`` entries; for each operation
+of the model the first entry whose matcher accepts it *and* whose rule applies to its kind
+wins. Operations no entry claims get the structural defaults (pass-through for
+activations, proportional sums for residual additions, average pooling and unmerged batch
+norm, winner-takes-all max pooling, the product rule for products of two signals, LRP-0
+for parametric layers).
+
+Named composites (``relprop.composites.names()``) reproduce the usual recipes, e.g.
+``"epsilon-gamma-box"`` (z^B at the input, γ on convolutions, ε on dense layers) and
+``"montavon"`` (the VGG-16 recipe of Montavon et al.: LRP-0 on the top dense layers, LRP-ε
+on the upper convolutions, LRP-γ on the lower ones, z^B at the pixels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import match
+from .errors import ConfigurationError
+from .match import LayerInfo, Matcher
+from .rules import (
+    AlphaBetaRule,
+    EpsilonRule,
+    FlatRule,
+    GammaRule,
+    LRP0Rule,
+    NormRule,
+    PassRule,
+    ProductRule,
+    Rule,
+    WinnerTakesAllRule,
+    ZBoxRule,
+    ZPlusRule,
+)
+
+__all__ = [
+    "Composite",
+    "bounds_from_normalization",
+    "default_rules",
+    "describe",
+    "get",
+    "names",
+]
+
+Entry = tuple[Any, Rule]
+
+
+def default_rules(stabilizer: float = 1e-6) -> list[tuple[Matcher, Rule]]:
+    """The structural defaults used after a composite's own entries."""
+    return [
+        (match.kind("relu", "activation"), PassRule(stabilizer)),
+        (match.kind("add", "avgpool", "batchnorm"), NormRule(stabilizer)),
+        (match.kind("maxpool"), WinnerTakesAllRule()),
+        (match.kind("mul", "matmul"), ProductRule()),
+        (match.kind("layer"), LRP0Rule()),
+    ]
+
+
+class Composite:
+    """An ordered map from layer matchers to rules; the first applicable match wins.
+
+    Parameters
+    ----------
+    entries
+        ``(matcher, rule)`` pairs. A matcher is a :class:`relprop.match.Matcher`, a module path
+        glob (str), a module type, or a callable taking a :class:`LayerInfo`.
+    name
+        Name shown in ledgers and rule tables.
+    stabilizer
+        Stabiliser of the structural default rules.
+    """
+
+    def __init__(self, entries: Iterable[Entry] = (), name: str = "custom", stabilizer: float = 1e-6) -> None:
+        self.entries: list[tuple[Matcher, Rule]] = []
+        for spec, rule in entries:
+            if not isinstance(rule, Rule):
+                raise ConfigurationError(
+                    f"composite entry for {spec!r} has {rule!r}, which is not a relprop rule; pass an "
+                    "instance such as relprop.rules.EpsilonRule(0.25)."
+                )
+            self.entries.append((match.as_matcher(spec), rule))
+        self.name = name
+        self.defaults = default_rules(stabilizer)
+
+    def prepend(self, entries: Iterable[Entry]) -> Composite:
+        """Return a copy whose entries are ``entries`` followed by this composite's (user first)."""
+        new = Composite(list(entries), name=self.name)
+        new.entries.extend(self.entries)
+        new.defaults = self.defaults
+        return new
+
+    def rule_for(self, info: LayerInfo) -> Rule | None:
+        """Return the rule for an operation, or ``None`` if neither an entry nor a default applies."""
+        for matcher, rule in self.entries:
+            if rule.supports(info.kind) and matcher(info):
+                return rule
+        for matcher, rule in self.defaults:
+            if rule.supports(info.kind) and matcher(info):
+                return rule
+        return None
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"({m.description}, {r!r})" for m, r in self.entries)
+        return f"Composite(name={self.name!r}, entries=[{inner}])"
+
+
+def bounds_from_normalization(
+    mean: Sequence[float] | Tensor,
+    std: Sequence[float] | Tensor,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Per-channel z^B bounds of inputs normalised as ``(x - mean) / std`` from ``x ∈ [low, high]``.
+
+    Returns
+    -------
+    (low, high)
+        Two tensors with one value per channel, e.g. for torchvision's ImageNet normalisation
+        ``bounds_from_normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``.
+    """
+    m = torch.as_tensor(mean, dtype=torch.float64)
+    s = torch.as_tensor(std, dtype=torch.float64)
+    if (s <= 0).any():
+        raise ConfigurationError(f"normalisation std must be positive, got {s.tolist()}.")
+    return (low - m) / s, (high - m) / s
+
+
+@dataclass(frozen=True)
+class _NamedComposite:
+    factory: Callable[..., Composite]
+    description: str
+    params: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _NamedComposite] = {}
+
+
+def _register(name: str, description: str, params: tuple[str, ...]) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+    def decorator(factory: Callable[..., Composite]) -> Callable[..., Composite]:
+        _REGISTRY[name] = _NamedComposite(factory, description, params)
+        return factory
+
+    return decorator
+
+
+_conv = match.kind("convolution")
+_dense = match.kind("dense")
+_layer = match.kind("layer")
+
+
+@_register("lrp-0", "LRP-0 everywhere (equals Gradient×Input)", ("stabilizer",))
+def _lrp0(stabilizer: float = 0.0) -> Composite:
+    return Composite([(_layer, LRP0Rule())], name="lrp-0", stabilizer=stabilizer)
+
+
+@_register("epsilon", "LRP-ε on every layer", ("epsilon", "stabilizer"))
+def _epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    return Composite([(_layer, EpsilonRule(epsilon))], name="epsilon", stabilizer=stabilizer)
+
+
+@_register("gamma", "LRP-γ on every layer", ("gamma", "stabilizer"))
+def _gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
+    return Composite([(_layer, GammaRule(gamma, stabilizer))], name="gamma", stabilizer=stabilizer)
+
+
+@_register("alpha1-beta0", "LRP-α1β0 (z⁺) on every layer", ("stabilizer",))
+def _a1b0(stabilizer: float = 1e-6) -> Composite:
+    return Composite([(_layer, AlphaBetaRule(1.0, 0.0, stabilizer))], name="alpha1-beta0", stabilizer=stabilizer)
+
+
+@_register("alpha2-beta1", "LRP-α2β1 on every layer", ("stabilizer",))
+def _a2b1(stabilizer: float = 1e-6) -> Composite:
+    return Composite([(_layer, AlphaBetaRule(2.0, 1.0, stabilizer))], name="alpha2-beta1", stabilizer=stabilizer)
+
+
+@_register("alpha-beta", "LRP-αβ on every layer with your alpha and beta (alpha = beta + 1)", ("alpha", "beta", "stabilizer"))
+def _alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> Composite:
+    return Composite([(_layer, AlphaBetaRule(alpha, beta, stabilizer))], name="alpha-beta", stabilizer=stabilizer)
+
+
+@_register(
+    "epsilon-gamma-box",
+    "z^B on the first layer, LRP-γ on convolutions, LRP-ε on dense layers",
+    ("epsilon", "gamma", "low", "high", "stabilizer"),
+)
+def _epsilon_gamma_box(
+    epsilon: float = 1e-6,
+    gamma: float = 0.25,
+    low: float | Tensor | None = None,
+    high: float | Tensor | None = None,
+    stabilizer: float = 1e-6,
+) -> Composite:
+    return Composite(
+        [
+            (match.first(), ZBoxRule(low, high, stabilizer)),
+            (_conv, GammaRule(gamma, stabilizer)),
+            (_dense, EpsilonRule(epsilon)),
+        ],
+        name="epsilon-gamma-box",
+        stabilizer=stabilizer,
+    )
+
+
+@_register(
+    "epsilon-plus-flat",
+    "flat on the first layer, z⁺ on convolutions, LRP-ε on dense layers",
+    ("epsilon", "stabilizer"),
+)
+def _epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    return Composite(
+        [
+            (match.first(), FlatRule(stabilizer)),
+            (_conv, ZPlusRule(stabilizer)),
+            (_dense, EpsilonRule(epsilon)),
+        ],
+        name="epsilon-plus-flat",
+        stabilizer=stabilizer,
+    )
+
+
+@_register(
+    "epsilon-alpha2-beta1",
+    "LRP-α2β1 on convolutions (the first one included), LRP-ε on dense layers",
+    ("epsilon", "stabilizer"),
+)
+def _epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    return Composite(
+        [
+            (_conv, AlphaBetaRule(2.0, 1.0, stabilizer)),
+            (_dense, EpsilonRule(epsilon)),
+        ],
+        name="epsilon-alpha2-beta1",
+        stabilizer=stabilizer,
+    )
+
+
+@_register(
+    "epsilon-alpha2-beta1-flat",
+    "flat on the first layer, LRP-α2β1 on convolutions, LRP-ε on dense layers",
+    ("epsilon", "stabilizer"),
+)
+def _epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
+    return Composite(
+        [
+            (match.first(), FlatRule(stabilizer)),
+            (_conv, AlphaBetaRule(2.0, 1.0, stabilizer)),
+            (_dense, EpsilonRule(epsilon)),
+        ],
+        name="epsilon-alpha2-beta1-flat",
+        stabilizer=stabilizer,
+    )
+
+
+@_register(
+    "montavon",
+    "Montavon et al.'s VGG-16 recipe: z^B at the input, LRP-γ on the lower convolutions, "
+    "LRP-ε on the upper convolutions, LRP-0 on the dense layers",
+    ("epsilon", "gamma", "low", "high", "split", "stabilizer"),
+)
+def _montavon(
+    epsilon: float = 0.25,
+    gamma: float = 0.25,
+    low: float | Tensor | None = None,
+    high: float | Tensor | None = None,
+    split: float = 0.5,
+    stabilizer: float = 1e-6,
+) -> Composite:
+    return Composite(
+        [
+            (match.first(), ZBoxRule(low, high, stabilizer)),
+            (_conv & match.depth(0.0, split, among="kind"), GammaRule(gamma, stabilizer)),
+            (_conv, EpsilonRule(epsilon)),
+            (_dense, LRP0Rule()),
+        ],
+        name="montavon",
+        stabilizer=stabilizer,
+    )
+
+
+def names() -> list[str]:
+    """Names of the built-in composites."""
+    return list(_REGISTRY)
+
+
+def describe() -> list[tuple[str, str, tuple[str, ...]]]:
+    """``(name, one-line description, parameters)`` of every built-in composite."""
+    return [(name, c.description, c.params) for name, c in _REGISTRY.items()]
+
+
+def get(name: str, **params: Any) -> Composite:
+    """Build a named composite with parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...).
+
+    Parameters that are ``None`` are ignored, so callers can forward optional settings.
+    """
+    try:
+        named = _REGISTRY[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown composite {name!r}; choose one of: {', '.join(_REGISTRY)}."
+        ) from None
+    given = {k: v for k, v in params.items() if v is not None}
+    unknown = sorted(set(given) - set(named.params))
+    if unknown:
+        raise ConfigurationError(
+            f"composite {name!r} does not take {', '.join(unknown)}; its parameters are "
+            f"{', '.join(named.params)}."
+        )
+    return named.factory(**given)

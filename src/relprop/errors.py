@@ -1,0 +1,31 @@
+"""Exceptions raised by relprop.
+
+Every message is one sentence that names the thing at fault (a module path, an
+operation, an option) and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class RelpropError(Exception):
+    """Base class of all errors raised by relprop."""
+
+
+class ConfigurationError(RelpropError, ValueError):
+    """A composite name, rule parameter or option is invalid."""
+
+
+class TargetError(RelpropError, ValueError):
+    """The requested target (class index or initial relevance) does not fit the model output."""
+
+
+class UnsupportedOperationError(RelpropError, TypeError):
+    """The model applies an operation to relevance-carrying tensors for which no rule is known."""
+
+
+class ModelStateError(RelpropError, RuntimeError):
+    """The model is in a state that cannot be explained (e.g. training mode with batch statistics)."""
+
+
+class GraphChangedError(RelpropError, RuntimeError):
+    """The operations a model executes differ from those recorded when the explainer was prepared."""

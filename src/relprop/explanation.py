@@ -1,0 +1,45 @@
+"""The result of an explanation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .ledger import Ledger
+
+__all__ = ["Explanation"]
+
+
+@dataclass
+class Explanation:
+    """Relevance of each input feature for the explained score, with its conservation ledger.
+
+    Attributes
+    ----------
+    relevance
+        Relevance per input feature, the same shape as the inputs.
+    output
+        The model output for the inputs.
+    target
+        The explained class of each sample (``LongTensor`` of shape ``(N,)``).
+    ledger
+        Where the explained score went: input relevance, relevance absorbed per layer.
+    """
+
+    relevance: Tensor
+    output: Tensor
+    target: Tensor
+    ledger: Ledger
+
+    @property
+    def score(self) -> Tensor:
+        """The explained score per sample (logit, log-odds or contrast)."""
+        return self.ledger.score
+
+    def __repr__(self) -> str:
+        return (
+            f"Explanation(relevance=tensor{tuple(self.relevance.shape)}, target={self.target.tolist()}, "
+            f"score={[round(float(s), 4) for s in self.score]}, "
+            f"input_relevance={[round(float(s), 4) for s in self.ledger.input_relevance]})"
+        )

@@ -1,0 +1,770 @@
+r"""LRP rules: one small object per rule.
+
+relprop propagates relevance in the *Input×Gradient* form: every tensor ``t`` of the
+forward pass carries a modified gradient ``g_t`` and its relevance is ``R_t = t ⊙ g_t``.
+A rule changes the backward step of one operation. For a linear layer
+``y = W ⋆ x + b`` every rule below follows the four steps of the generic rule
+
+.. math::
+
+    z_k = \epsilon + \sum_{0,j} a_j\,\rho(w_{jk}),\qquad
+    s_k = R_k / z_k,\qquad
+    c_j = \sum_k \rho(w_{jk})\, s_k,\qquad
+    R_j = a_j c_j,
+
+with ``R_k = y_k g_k`` the relevance arriving at the layer's output. Rules whose
+relevance is a multiple of the input (``R_j = a_j c_j``) hand ``g_x = c`` down the
+backward pass; the others (z^B, flat, w²) produce the relevance directly.
+
+Stabilisers are sign-aware: ``stab(z) = z + ε·sign(z)`` with ``sign(0) = +1``, so a
+denominator never crosses zero.
+
+The rules' arithmetic lives here as plain tensor functions (``propagate``) so that it can
+be read and tested on its own; :mod:`relprop.engine` decides where each rule applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigurationError
+from .ops import LinearOp
+
+__all__ = [
+    "AlphaBetaRule",
+    "EpsilonRule",
+    "FlatRule",
+    "GammaRule",
+    "GradientRule",
+    "LinearRule",
+    "LRP0Rule",
+    "ModifiedWeightRule",
+    "NormRule",
+    "PassRule",
+    "ProductRule",
+    "ProportionalMaxPoolRule",
+    "Propagation",
+    "Rule",
+    "WSquareRule",
+    "WinnerTakesAllRule",
+    "ZBoxRule",
+    "ZPlusRule",
+    "stabilize",
+]
+
+LINEAR_KINDS = frozenset({"conv", "conv_transpose", "linear"})
+
+
+def stabilize(z: Tensor, epsilon: float) -> Tensor:
+    """Return ``z + ε·sign(z)`` with ``sign(0) = +1``: the sign-aware stabilised denominator."""
+    if epsilon == 0.0:
+        return z
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """Divide element-wise, returning 0 where the denominator is 0 (instead of NaN or ±inf)."""
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, 1, denominator))
+
+
+def per_sample_sum(t: Tensor) -> Tensor:
+    """Sum all but the first (batch) dimension."""
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Return ``Σ a ⊙ b`` per sample without materialising the product for contiguous inputs."""
+    n = a.shape[0]
+    if a.shape == b.shape and a.is_contiguous() and b.is_contiguous():
+        return torch.bmm(a.reshape(n, 1, -1), b.reshape(n, -1, 1)).reshape(n)
+    return per_sample_sum(a * b)
+
+
+def channel_constant_relevance(s: Tensor, constant: Tensor | None, op: LinearOp) -> Tensor | None:
+    """Return ``Σ_k s_k c_k`` per sample for a per-output-channel constant ``c`` (a bias)."""
+    if constant is None:
+        return None
+    if op.kind == "linear":
+        summed = s.reshape(s.shape[0], -1, s.shape[-1]).sum(1)
+    else:
+        summed = s.reshape(s.shape[0], s.shape[1], -1).sum(2)
+    return summed @ constant.to(summed.dtype)
+
+
+@dataclass
+class Propagation:
+    """What a linear rule hands down for one layer.
+
+    Exactly one of ``grad`` (multiplicative rules: ``R_x = x ⊙ grad``) and ``relevance``
+    (rules that distribute relevance to zero inputs too) is set. ``bias_relevance`` is the
+    per-sample relevance the layer's bias absorbs (``None`` when the rule uses no bias).
+    """
+
+    grad: Tensor | None = None
+    relevance: Tensor | None = None
+    bias_relevance: Tensor | None = None
+
+
+class Rule:
+    """Base class: a rule decides how relevance passes one kind of operation.
+
+    Subclasses list the operation kinds they apply to in ``kinds`` (see
+    :func:`relprop.ops.classify`); a composite entry whose rule does not apply to an
+    operation's kind is skipped for that operation.
+    """
+
+    kinds: ClassVar[frozenset[str]] = frozenset()
+    #: Short name shown in ledgers and rule tables.
+    label: ClassVar[str] = "rule"
+
+    def supports(self, kind: str) -> bool:
+        """Return whether the rule can be applied to an operation of this kind."""
+        return kind in self.kinds
+
+    def params(self) -> dict[str, Any]:
+        """Return the rule's parameters (for display)."""
+        return {}
+
+    def describe(self) -> str:
+        """One-line description with parameters, e.g. ``gamma(γ=0.25)``."""
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
+        return f"{self.label}({params})" if params else self.label
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor{tuple(value.shape)}" if value.numel() > 1 else f"{value.item():g}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+# --- linear layers -------------------------------------------------------------------------------
+class LinearRule(Rule):
+    """Base class for rules on convolutions, transposed convolutions and dense layers."""
+
+    kinds = LINEAR_KINDS
+    #: True for rules that are the ordinary gradient times a factor on the layer's output
+    #: (LRP-0, LRP-ε); the engine then keeps the framework's own backward kernels.
+    output_factor_only: ClassVar[bool] = False
+    #: True when the rule's relevance is ``x ⊙ c`` (it can be handed down as a gradient).
+    multiplicative: ClassVar[bool] = True
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        """Return the modified parameters the rule needs (computed once and cached)."""
+        return {"weight": weight, "bias": bias}
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        """Propagate ``R_y = y ⊙ grad`` from the layer output ``y`` to its input ``x``."""
+        raise NotImplementedError
+
+
+class EpsilonRule(LinearRule):
+    r"""LRP-ε: :math:`R_j = \sum_k \frac{a_j w_{jk}}{\epsilon + \sum_{0,j} a_j w_{jk}} R_k`.
+
+    The stabiliser ε absorbs weak or contradictory relevance; larger ε gives sparser, less
+    noisy explanations. ``ε = 0`` is LRP-0. In the gradient form the rule is the ordinary
+    gradient with the output-side factor ``y / stab(y)``, so it costs one element-wise
+    product more than Gradient×Input. Besides dense and convolutional layers it applies to
+    every other linear operation with an optional constant term: residual sums, average
+    pooling and batch normalisation that could not be merged into a layer.
+
+    Parameters
+    ----------
+    epsilon
+        Stabiliser added to the denominator with the sign of the denominator.
+    """
+
+    kinds = LINEAR_KINDS | {"add", "avgpool", "batchnorm"}
+    output_factor_only = True
+    label = "epsilon"
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        if not epsilon >= 0:
+            raise ConfigurationError(f"epsilon must be >= 0, got {epsilon!r}; pass a non-negative float.")
+        self.epsilon = float(epsilon)
+
+    def params(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon}
+
+    def output_factor(self, y: Tensor, grad: Tensor) -> Tensor:
+        """Return the scaled output gradient ``g ⊙ y / stab(y)`` (``g`` itself for ε = 0)."""
+        if self.epsilon == 0.0:
+            return grad
+        return grad * (y / stabilize(y, self.epsilon))
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        s = self.output_factor(y, grad)
+        weight = prepared["weight"]
+        assert weight is not None
+        bias = prepared["bias"]
+        return Propagation(grad=op.vjp(s, weight, x), bias_relevance=channel_constant_relevance(s, bias, op))
+
+
+class LRP0Rule(EpsilonRule):
+    r"""LRP-0: :math:`R_j = \sum_k \frac{a_j w_{jk}}{\sum_{0,j} a_j w_{jk}} R_k`.
+
+    Applied to every layer it equals Gradient×Input.
+    """
+
+    label = "lrp-0"
+
+    def __init__(self) -> None:
+        super().__init__(epsilon=0.0)
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+class NormRule(EpsilonRule):
+    r"""Proportional redistribution for parameter-free linear operations.
+
+    :math:`R_i = \frac{x_i}{\mathrm{stab}(\sum_j x_j)} R` for sums of several tensors (residual
+    connections), average pooling and unmerged batch normalisation; the same arithmetic as
+    :class:`EpsilonRule` with a small stabiliser, named for what it does on these operations.
+    """
+
+    kinds = frozenset({"add", "avgpool", "batchnorm"})
+    label = "norm"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__(epsilon=stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {"stabilizer": self.epsilon}
+
+
+def _bias_parts(bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    if bias is None:
+        return None, None
+    return bias.clamp(min=0), bias.clamp(max=0)
+
+
+def _view(op: LinearOp, b: Tensor | None, like: Tensor) -> Tensor | float:
+    return 0.0 if b is None else op.bias_view(b, like)
+
+
+def _is_nonnegative(x: Tensor) -> bool:
+    return not bool((x < 0).any())
+
+
+class GammaRule(LinearRule):
+    r"""LRP-γ: :math:`\rho(w) = w + \gamma w^+`, favouring positive contributions.
+
+    .. math::
+
+        R_j = \sum_k \frac{a_j (w_{jk} + \gamma w_{jk}^+)}
+                         {\sum_{0,j} a_j (w_{jk} + \gamma w_{jk}^+)} R_k
+
+    The sign-aware generalisation (Andéol et al. 2021, as in Zennit) is used: outputs
+    ``z_k > 0`` are explained by emphasising positive contributions
+    (``a⁺ (w + γw⁺) + a⁻ (w + γw⁻)``, bias ``b + γb⁺``), outputs ``z_k < 0`` by emphasising
+    negative ones (``a⁺ (w + γw⁻) + a⁻ (w + γw⁺)``, bias ``b + γb⁻``). For non-negative
+    inputs and positive outputs, the usual case in ReLU networks, this is exactly the
+    rule above. ``γ → ∞`` approaches z⁺ (α = 1, β = 0).
+
+    Parameters
+    ----------
+    gamma
+        Weight of the added positive (or negative) part, ``γ ≥ 0``.
+    stabilizer
+        Sign-aware stabiliser of the denominators.
+    """
+
+    label = "gamma"
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
+        if not gamma >= 0:
+            raise ConfigurationError(f"gamma must be >= 0, got {gamma!r}; pass a non-negative float.")
+        self.gamma = float(gamma)
+        self.stabilizer = float(stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {"gamma": self.gamma}
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        g = self.gamma
+        b_pos, b_neg = _bias_parts(bias)
+        return {
+            "weight": weight,
+            "bias": bias,
+            "weight_pos_gamma": weight + g * weight.clamp(min=0),
+            "weight_neg_gamma": weight + g * weight.clamp(max=0),
+            "weight_abs": weight.abs(),
+            "bias_pos_gamma": None if bias is None else bias + g * b_pos,  # type: ignore[operator]
+            "bias_neg_gamma": None if bias is None else bias + g * b_neg,  # type: ignore[operator]
+        }
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        g = self.gamma
+        weight, bias = prepared["weight"], prepared["bias"]
+        w_pos, w_neg = prepared["weight_pos_gamma"], prepared["weight_neg_gamma"]
+        b_pos, b_neg = prepared["bias_pos_gamma"], prepared["bias_neg_gamma"]
+        assert weight is not None and w_pos is not None and w_neg is not None
+        relevance_out = y * grad
+        negative_outputs = bool(((y < 0) & (grad != 0)).any())
+        if not negative_outputs and _is_nonnegative(x):
+            # Common case in ReLU nets: one forward and one backward with ρ(W) = W + γW⁺.
+            z_pos = op.apply(x, w_pos, b_pos)
+            s_pos = torch.where(y > 0, relevance_out / stabilize(z_pos, self.stabilizer), 0.0)
+            return Propagation(
+                grad=op.vjp(s_pos, w_pos, x),
+                bias_relevance=channel_constant_relevance(s_pos, b_pos, op),
+            )
+        w_abs = prepared["weight_abs"]
+        assert w_abs is not None
+        # a⁺w⁺ + a⁻w⁻ = (Wa + |W||a|)/2 and a⁺w⁻ + a⁻w⁺ = (Wa − |W||a|)/2.
+        magnitude = op.apply(x.abs(), w_abs)
+        wx = y - _view(op, bias, y)
+        z_pos = wx + 0.5 * g * (wx + magnitude) + _view(op, b_pos, y)
+        z_neg = wx + 0.5 * g * (wx - magnitude) + _view(op, b_neg, y)
+        s_pos = torch.where(y > 0, relevance_out / stabilize(z_pos, self.stabilizer), 0.0)
+        s_neg = torch.where(y < 0, relevance_out / stabilize(z_neg, self.stabilizer), 0.0)
+        if _is_nonnegative(x):
+            grad_x = op.vjp(s_pos, w_pos, x) + op.vjp(s_neg, w_neg, x)
+        else:
+            # x⁺(Aᵀs₊ + Bᵀs₋) + x⁻(Bᵀs₊ + Aᵀs₋) with A = W + γW⁺, B = W + γW⁻.
+            common = op.vjp(s_pos + s_neg, weight, x)
+            signed = op.vjp(s_pos - s_neg, w_abs, x)
+            grad_x = (1 + 0.5 * g) * common + 0.5 * g * torch.sign(x) * signed
+        bias_rel = None
+        if bias is not None:
+            bias_rel = channel_constant_relevance(s_pos, b_pos, op) + channel_constant_relevance(  # type: ignore[operator]
+                s_neg, b_neg, op
+            )
+        return Propagation(grad=grad_x, bias_relevance=bias_rel)
+
+
+class AlphaBetaRule(LinearRule):
+    r"""LRP-αβ: positive and negative contributions weighted separately.
+
+    .. math::
+
+        R_j = \sum_k \Big( \alpha \frac{(a_j w_{jk})^+}{\sum_{0,j} (a_j w_{jk})^+}
+                         - \beta \frac{(a_j w_{jk})^-}{\sum_{0,j} (a_j w_{jk})^-} \Big) R_k
+
+    with ``α = β + 1`` so that relevance is conserved. Positive contributions are
+    ``a⁺w⁺ + a⁻w⁻`` (and the bias part ``b⁺``), negative ones ``a⁺w⁻ + a⁻w⁺`` (``b⁻``).
+
+    Parameters
+    ----------
+    alpha, beta
+        Non-negative weights with ``alpha - beta == 1``.
+    stabilizer
+        Sign-aware stabiliser of both denominators.
+    """
+
+    label = "alpha-beta"
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
+        if alpha < 0 or beta < 0:
+            raise ConfigurationError(
+                f"alpha and beta must be >= 0, got alpha={alpha!r}, beta={beta!r}; choose beta >= 0 and "
+                "alpha = beta + 1."
+            )
+        if abs((alpha - beta) - 1.0) > 1e-12:
+            raise ConfigurationError(
+                f"the alpha-beta rule needs alpha = beta + 1 to conserve relevance, got alpha={alpha!r}, "
+                f"beta={beta!r}; set alpha={beta + 1!r}."
+            )
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.stabilizer = float(stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        b_pos, b_neg = _bias_parts(bias)
+        return {
+            "weight": weight,
+            "bias": bias,
+            "weight_pos": weight.clamp(min=0),
+            "weight_neg": weight.clamp(max=0),
+            "weight_abs": weight.abs(),
+            "bias_pos": b_pos,
+            "bias_neg": b_neg,
+        }
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        weight, bias = prepared["weight"], prepared["bias"]
+        w_pos, w_neg, w_abs = prepared["weight_pos"], prepared["weight_neg"], prepared["weight_abs"]
+        b_pos, b_neg = prepared["bias_pos"], prepared["bias_neg"]
+        assert weight is not None and w_pos is not None and w_neg is not None and w_abs is not None
+        relevance_out = y * grad
+        wx = y - _view(op, bias, y)
+        nonnegative = _is_nonnegative(x)
+        if nonnegative:
+            positive = op.apply(x, w_pos)
+            negative = wx - positive
+        else:
+            magnitude = op.apply(x.abs(), w_abs)
+            positive = 0.5 * (wx + magnitude)
+            negative = 0.5 * (wx - magnitude)
+        z_pos = positive + _view(op, b_pos, y)
+        s_pos = self.alpha * relevance_out / stabilize(z_pos, self.stabilizer)
+        if self.beta == 0.0:
+            s_neg = torch.zeros_like(s_pos)
+        else:
+            z_neg = negative + _view(op, b_neg, y)
+            s_neg = self.beta * relevance_out / stabilize(z_neg, self.stabilizer)
+        if nonnegative:
+            grad_x = op.vjp(s_pos, w_pos, x)
+            if self.beta != 0.0:
+                grad_x = grad_x - op.vjp(s_neg, w_neg, x)
+        else:
+            common = op.vjp(s_pos - s_neg, weight, x)
+            signed = op.vjp(s_pos + s_neg, w_abs, x)
+            grad_x = 0.5 * (common + torch.sign(x) * signed)
+        bias_rel = None
+        if bias is not None:
+            bias_rel = channel_constant_relevance(s_pos, b_pos, op) - channel_constant_relevance(  # type: ignore[operator]
+                s_neg, b_neg, op
+            )
+        return Propagation(grad=grad_x, bias_relevance=bias_rel)
+
+
+class ZPlusRule(AlphaBetaRule):
+    r"""LRP-z⁺ (Deep Taylor's rule for ReLU layers): the αβ rule with α = 1, β = 0.
+
+    :math:`R_j = \sum_k \frac{(a_j w_{jk})^+}{\sum_{0,j} (a_j w_{jk})^+} R_k`; the positive part
+    of the bias counts as a contribution, as in Zennit.
+    """
+
+    label = "z-plus"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        super().__init__(alpha=1.0, beta=0.0, stabilizer=stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+def expand_bound(bound: float | Tensor | None, x: Tensor, name: str) -> Tensor:
+    """Broadcast a z^B bound (scalar, per-channel, per-sample or input-shaped) to ``x``'s shape."""
+    if bound is None:
+        # The smallest box that holds each sample.
+        reduced = x.detach().reshape(x.shape[0], -1)
+        value = reduced.min(1).values if name == "low" else reduced.max(1).values
+        return value.view(-1, *([1] * (x.dim() - 1))).expand_as(x)
+    t = torch.as_tensor(bound, dtype=x.dtype, device=x.device)
+    if t.dim() == 0:
+        return t.expand_as(x)
+    if t.dim() == 1 and x.dim() >= 2 and t.shape[0] == x.shape[1]:
+        return t.view(1, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    if tuple(t.shape) == tuple(x.shape[1:]):
+        return t.unsqueeze(0).expand_as(x)
+    if tuple(t.shape) == tuple(x.shape):
+        return t
+    try:
+        return t.expand_as(x)
+    except RuntimeError:
+        raise ConfigurationError(
+            f"z^B bound {name!r} has shape {tuple(t.shape)}, which does not fit the layer input of shape "
+            f"{tuple(x.shape)}; pass a scalar, one value per channel ({x.shape[1] if x.dim() > 1 else 1}), "
+            "or a tensor shaped like one input."
+        ) from None
+
+
+class ZBoxRule(LinearRule):
+    r"""LRP-z^B (box rule) for an input layer whose values lie in ``[l, h]`` (pixels).
+
+    .. math::
+
+        R_i = \sum_j \frac{x_i w_{ij} - l_i w_{ij}^+ - h_i w_{ij}^-}
+                         {\sum_i x_i w_{ij} - l_i w_{ij}^+ - h_i w_{ij}^-} R_j
+
+    The bias cancels from the denominator (as in Zennit). Relevance is produced directly,
+    not as a multiple of the input, so a zero pixel can be relevant.
+
+    Parameters
+    ----------
+    low, high
+        Bounds of the layer input: scalars, one value per channel, or tensors shaped like an
+        input. ``None`` uses each sample's own minimum and maximum (the smallest box that holds
+        it); :func:`relprop.composites.bounds_from_normalization` derives them from a
+        ``Normalize(mean, std)`` transform.
+    stabilizer
+        Sign-aware stabiliser of the denominator.
+    """
+
+    multiplicative = False
+    label = "z-box"
+
+    def __init__(
+        self, low: float | Tensor | None = None, high: float | Tensor | None = None, stabilizer: float = 1e-6
+    ) -> None:
+        self.low = low
+        self.high = high
+        self.stabilizer = float(stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high}
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        return {
+            "weight": weight,
+            "bias": bias,
+            "weight_pos": weight.clamp(min=0),
+            "weight_neg": weight.clamp(max=0),
+        }
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        weight, bias = prepared["weight"], prepared["bias"]
+        w_pos, w_neg = prepared["weight_pos"], prepared["weight_neg"]
+        assert weight is not None and w_pos is not None and w_neg is not None
+        low = expand_bound(self.low, x, "low")
+        high = expand_bound(self.high, x, "high")
+        wx = y - _view(op, bias, y)
+        z = wx - op.apply(low, w_pos) - op.apply(high, w_neg)
+        s = (y * grad) / stabilize(z, self.stabilizer)
+        relevance = x * op.vjp(s, weight, x) - low * op.vjp(s, w_pos, x) - high * op.vjp(s, w_neg, x)
+        return Propagation(relevance=relevance)
+
+
+class FlatRule(LinearRule):
+    r"""LRP-flat: relevance spread uniformly over each output's receptive field.
+
+    :math:`R_i = \sum_j \frac{1}{\sum_i 1} R_j` — the w² rule with all weights set to one and
+    no bias. Used on the input layer to get explanations independent of pixel values.
+    """
+
+    multiplicative = False
+    label = "flat"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        return {"weight": weight, "bias": bias, "weight_ones": torch.ones_like(weight)}
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        ones_w = prepared["weight_ones"]
+        assert ones_w is not None
+        z = op.apply(torch.ones_like(x), ones_w)
+        s = (y * grad) / stabilize(z, self.stabilizer)
+        return Propagation(relevance=op.vjp(s, ones_w, x))
+
+
+class WSquareRule(LinearRule):
+    r"""LRP-w²: :math:`R_i = \sum_j \frac{w_{ij}^2}{\sum_i w_{ij}^2} R_j`, independent of the input.
+
+    Parameters
+    ----------
+    bias
+        Include ``b²`` in the denominator (Zennit does; the rule as published does not).
+    stabilizer
+        Sign-aware stabiliser of the denominator.
+    """
+
+    multiplicative = False
+    label = "w-square"
+
+    def __init__(self, bias: bool = False, stabilizer: float = 1e-6) -> None:
+        self.bias = bool(bias)
+        self.stabilizer = float(stabilizer)
+
+    def params(self) -> dict[str, Any]:
+        return {"bias": self.bias} if self.bias else {}
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        return {
+            "weight": weight,
+            "bias": bias,
+            "weight_square": weight * weight,
+            "bias_square": bias * bias if (bias is not None and self.bias) else None,
+        }
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        w2, b2 = prepared["weight_square"], prepared["bias_square"]
+        assert w2 is not None
+        z = op.apply(torch.ones_like(x), w2, b2)
+        s = (y * grad) / stabilize(z, self.stabilizer)
+        return Propagation(relevance=op.vjp(s, w2, x), bias_relevance=channel_constant_relevance(s, b2, op))
+
+
+class ModifiedWeightRule(LinearRule):
+    r"""The generic rule with any weight modifier ρ, computed by the four-step recipe.
+
+    :math:`z = \epsilon + \rho(W) \star a + \rho(b)`, :math:`s = R / z`,
+    :math:`c = \rho(W)^\top \star s`, :math:`R_a = a \odot c`.
+
+    Parameters
+    ----------
+    weight_fn
+        ρ applied to the weight, e.g. ``lambda w: w + 0.1 * w.clamp(min=0)``.
+    bias_fn
+        ρ applied to the bias; ``None`` keeps the bias, pass ``lambda b: 0 * b`` to drop it.
+    epsilon
+        Sign-aware stabiliser (0 for none: zero denominators then yield zero relevance).
+    name
+        Label shown in ledgers.
+    """
+
+    def __init__(
+        self,
+        weight_fn: Callable[[Tensor], Tensor],
+        bias_fn: Callable[[Tensor], Tensor] | None = None,
+        epsilon: float = 0.0,
+        name: str = "modified-weight",
+    ) -> None:
+        self.weight_fn = weight_fn
+        self.bias_fn = bias_fn
+        self.epsilon = float(epsilon)
+        self.label = name  # type: ignore[misc]
+
+    def params(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon}
+
+    def prepare(self, weight: Tensor, bias: Tensor | None) -> dict[str, Tensor | None]:
+        rho_b = None if bias is None else (bias if self.bias_fn is None else self.bias_fn(bias))
+        return {"weight": weight, "bias": bias, "weight_rho": self.weight_fn(weight), "bias_rho": rho_b}
+
+    def propagate(
+        self,
+        op: LinearOp,
+        x: Tensor,
+        y: Tensor,
+        grad: Tensor,
+        prepared: dict[str, Tensor | None],
+    ) -> Propagation:
+        w, b = prepared["weight_rho"], prepared["bias_rho"]
+        assert w is not None
+        z = stabilize(op.apply(x, w, b), self.epsilon)
+        s = safe_divide(y * grad, z)
+        return Propagation(grad=op.vjp(s, w, x), bias_relevance=channel_constant_relevance(s, b, op))
+
+
+# --- element-wise, pooling and products ------------------------------------------------------------
+class PassRule(Rule):
+    r"""Pass-through for element-wise activations: :math:`R_{in} = R_{out}` element by element.
+
+    What each activation gets: for ReLU, leaky ReLU and PReLU (piecewise linear through 0)
+    ``f(x)/x = f'(x)``, so this *is* the ordinary gradient and runs with PyTorch's own
+    kernels. For GELU, SiLU, Tanh, ELU, ReLU6/hardtanh, softplus and the others the gradient
+    is replaced by ``f(x) / stab(x)``; at ``x = 0`` an activation with ``f(0) ≠ 0``
+    (sigmoid, softplus) cannot hand relevance to its input, and the ledger records that
+    loss. Sigmoid-like *gates* are better treated by :class:`ProductRule`.
+    """
+
+    kinds = frozenset({"relu", "activation"})
+    label = "pass"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = float(stabilizer)
+
+
+class GradientRule(Rule):
+    """Use the operation's ordinary gradient (Gradient×Input semantics for this operation).
+
+    Applies to any operation, including ones relprop has no rule for (give it by operation
+    name, e.g. ``(relprop.match.op("exp"), GradientRule())``). The ledger records the
+    relevance the operation creates or absorbs, so a non-conserving choice stays visible.
+    """
+
+    kinds = frozenset({"relu", "activation", "maxpool", "unknown", "mul", "matmul"})
+    label = "gradient"
+
+
+class WinnerTakesAllRule(Rule):
+    """Max pooling: all relevance of a pooled output goes to the input that won the max."""
+
+    kinds = frozenset({"maxpool"})
+    label = "winner-takes-all"
+
+
+class ProportionalMaxPoolRule(Rule):
+    r"""Max pooling: relevance split over the window in proportion to the inputs.
+
+    :math:`R_i = \sum_{w \ni i} \frac{x_i}{\mathrm{stab}(\sum_{j \in w} x_j)} R_w` — the
+    pooling treated like a sum over its window (as sum pooling is treated).
+    """
+
+    kinds = frozenset({"maxpool"})
+    label = "proportional"
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = float(stabilizer)
+
+
+class ProductRule(Rule):
+    """Element-wise or matrix product of two relevance-carrying tensors.
+
+    ``mode="uniform"`` splits the relevance of each product equally between the two factors
+    (AttnLRP's rule for bilinear products; conserving). ``mode="gate"`` treats a factor that
+    comes from a gating function (sigmoid, hard-sigmoid, softmax) as a constant weight so
+    that all relevance flows into the other factor (as CP-LRP does for attention). ``"auto"``
+    (default) gates when exactly one factor is such a gate and splits uniformly otherwise.
+    """
+
+    kinds = frozenset({"mul", "matmul"})
+    label = "product"
+
+    def __init__(self, mode: str = "auto") -> None:
+        if mode not in ("auto", "uniform", "gate"):
+            raise ConfigurationError(
+                f"ProductRule mode must be 'auto', 'uniform' or 'gate', got {mode!r}."
+            )
+        self.mode = mode
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode}

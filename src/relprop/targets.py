@@ -1,0 +1,173 @@
+r"""What to explain: the target class and how relevance enters at the top of the network.
+
+In the gradient form the initial relevance ``R = z ⊙ g`` is set by the initial gradient
+``g`` at the model output ``z``:
+
+* ``"logit"`` (default): ``g = e_c``, so the explained score is the logit ``z_c``.
+* contrastive: ``g = e_c - e_k`` explains ``z_c - z_k`` (class c against class k), and
+  ``contrast="rest"`` explains ``z_c - mean_{c'≠c} z_{c'}``.
+* ``"log-odds"`` (Montavon et al., "Handling the top layer"): the explained score is
+  :math:`\eta_c = \log\frac{P_c}{1 - P_c} = -\log\sum_{c' \ne c} e^{-(z_c - z_{c'})}`.
+  It is propagated as an extra layer: the differences ``z_c - z_{c'}`` form a linear layer,
+  topped by a soft-min. The soft-min hands each difference the relevance
+  :math:`R_{c'} = (z_c - z_{c'})\,p_{c'}` with :math:`p = \mathrm{softmin}_{c' \ne c}(z_c - z_{c'})`,
+  which in the gradient form is ``g = e_c - p``. What the soft-min does not conserve
+  (``η_c - Σ R_{c'}``) is recorded as ``top_absorbed`` in the ledger.
+* a tensor shaped like the output: the initial relevance itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import TargetError
+from .rules import per_sample_sum, safe_divide
+
+__all__ = ["TOP_LAYERS", "TopLayer", "initial_relevance"]
+
+TOP_LAYERS = ("logit", "log-odds")
+
+
+@dataclass
+class TopLayer:
+    """The initial gradient at the model output and what it explains."""
+
+    grad: Tensor
+    target: Tensor
+    score: Tensor
+    entering: Tensor
+
+    @property
+    def absorbed(self) -> Tensor:
+        """Explained score that did not enter the network."""
+        return self.score - self.entering
+
+
+def _class_indices(target: Any, output: Tensor) -> Tensor:
+    n, n_classes = output.shape[0], output.shape[1]
+    if target is None:
+        scores = output.detach().reshape(n, n_classes, -1).sum(2)
+        return scores.argmax(1)
+    if isinstance(target, bool):
+        raise TargetError(f"target must be a class index, a list of indices or a tensor, got {target!r}.")
+    if isinstance(target, int):
+        indices = torch.full((n,), target, dtype=torch.long, device=output.device)
+    else:
+        try:
+            indices = torch.as_tensor(target, device=output.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TargetError(
+                f"target must be None, a class index, a list of class indices or a tensor, got {target!r}."
+            ) from None
+        if indices.is_floating_point() or indices.dtype == torch.bool:
+            raise TargetError(
+                f"target indices must be integers, got dtype {indices.dtype}; to give initial relevance pass "
+                f"a tensor shaped like the output {tuple(output.shape)}."
+            )
+        indices = indices.long().reshape(-1)
+        if indices.numel() == 1:
+            indices = indices.expand(n)
+        elif indices.numel() != n:
+            raise TargetError(
+                f"got {indices.numel()} target indices for a batch of {n}; pass one index, or one per sample."
+            )
+    bad = (indices < 0) | (indices >= n_classes)
+    if bool(bad.any()):
+        first = int(indices[bad][0])
+        raise TargetError(
+            f"target {first} is out of range for a model with {n_classes} outputs; valid classes are "
+            f"0..{n_classes - 1}."
+        )
+    return indices
+
+
+def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
+    onehot = torch.zeros(output.shape[:2], dtype=output.dtype, device=output.device)
+    onehot.scatter_(1, indices.view(-1, 1), 1.0)
+    return onehot.view(*output.shape[:2], *([1] * (output.dim() - 2))).expand_as(output).contiguous()
+
+
+def initial_relevance(
+    output: Tensor,
+    target: Any = None,
+    top: str = "logit",
+    contrast: Any = None,
+) -> TopLayer:
+    """Build the initial gradient for ``output`` (shape ``(N, C, ...)``) and the explained score.
+
+    Parameters
+    ----------
+    output
+        The model output (logits), batch first, classes on dimension 1.
+    target
+        ``None`` (the predicted class), a class index, one index per sample, or a tensor shaped
+        like ``output`` that is the initial relevance.
+    top
+        ``"logit"`` or ``"log-odds"``.
+    contrast
+        ``None``; a class index (or one per sample) to explain ``z_c - z_k``; or ``"rest"`` to
+        explain ``z_c`` against the mean of all other logits.
+    """
+    if output.dim() < 2:
+        raise TargetError(
+            f"the model output has shape {tuple(output.shape)}; relprop needs batch-first outputs with the "
+            "classes on dimension 1, e.g. (N, C)."
+        )
+    if top not in TOP_LAYERS:
+        raise TargetError(f"unknown top layer {top!r}; choose one of: {', '.join(TOP_LAYERS)}.")
+    z = output.detach()
+    n, n_classes = z.shape[0], z.shape[1]
+
+    if isinstance(target, Tensor) and target.is_floating_point() and target.shape == z.shape:
+        if top != "logit" or contrast is not None:
+            raise TargetError("an initial-relevance tensor cannot be combined with top='log-odds' or contrast.")
+        relevance = target.to(z)
+        grad = safe_divide(relevance, z)
+        indices = relevance.reshape(n, n_classes, -1).sum(2).argmax(1)
+        return TopLayer(grad, indices, per_sample_sum(relevance), per_sample_sum(z * grad))
+    if isinstance(target, Tensor) and target.is_floating_point():
+        raise TargetError(
+            f"an initial-relevance tensor must have the output's shape {tuple(z.shape)}, got "
+            f"{tuple(target.shape)}."
+        )
+
+    indices = _class_indices(target, z)
+    onehot = _one_hot(indices, z)
+
+    if top == "log-odds":
+        if contrast is not None:
+            raise TargetError("top='log-odds' already contrasts against all other classes; drop contrast.")
+        if z.dim() != 2 or n_classes < 2:
+            raise TargetError(
+                f"top='log-odds' needs an output of shape (N, C) with C >= 2, got {tuple(z.shape)}."
+            )
+        differences = z.gather(1, indices.view(-1, 1)) - z  # z_c - z_c'
+        others = onehot == 0
+        neg = torch.where(others, -differences, torch.full_like(differences, float("-inf")))
+        softmin = torch.softmax(neg, dim=1)
+        log_odds = -torch.logsumexp(neg, dim=1)
+        grad = onehot - softmin
+        return TopLayer(grad, indices, log_odds, per_sample_sum(z * grad))
+
+    grad = onehot
+    if contrast is not None:
+        if n_classes < 2:
+            raise TargetError("a contrastive explanation needs at least two outputs.")
+        if isinstance(contrast, str):
+            if contrast != "rest":
+                raise TargetError(f"contrast must be a class index or 'rest', got {contrast!r}.")
+            rest = (1.0 - onehot) / (n_classes - 1)
+            grad = onehot - rest
+        else:
+            against = _class_indices(contrast, z)
+            if bool((against == indices).any()):
+                raise TargetError(
+                    "contrast class equals the target class for at least one sample; choose a different class."
+                )
+            grad = onehot - _one_hot(against, z)
+    score = per_sample_sum(z * grad)
+    return TopLayer(grad, indices, score, score)
