@@ -38,10 +38,10 @@ __all__ = [
     "RelpropError",
     "TargetError",
     "UnsupportedOperationError",
+    "__version__",
     "bounds_from_normalization",
     "composites",
     "explain",
     "match",
     "rules",
-    "__version__",
 ]

@@ -142,7 +142,9 @@ class _NamedComposite:
 _REGISTRY: dict[str, _NamedComposite] = {}
 
 
-def _register(name: str, description: str, params: tuple[str, ...]) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+def _register(
+    name: str, description: str, params: tuple[str, ...]
+) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
     def decorator(factory: Callable[..., Composite]) -> Callable[..., Composite]:
         _REGISTRY[name] = _NamedComposite(factory, description, params)
         return factory
@@ -180,7 +182,9 @@ def _a2b1(stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, AlphaBetaRule(2.0, 1.0, stabilizer))], name="alpha2-beta1", stabilizer=stabilizer)
 
 
-@_register("alpha-beta", "LRP-αβ on every layer with your alpha and beta (alpha = beta + 1)", ("alpha", "beta", "stabilizer"))
+@_register(
+    "alpha-beta", "LRP-αβ on every layer with your alpha and beta (alpha = beta + 1)", ("alpha", "beta", "stabilizer")
+)
 def _alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, AlphaBetaRule(alpha, beta, stabilizer))], name="alpha-beta", stabilizer=stabilizer)
 
@@ -302,14 +306,11 @@ def get(name: str, **params: Any) -> Composite:
     try:
         named = _REGISTRY[name]
     except KeyError:
-        raise ConfigurationError(
-            f"unknown composite {name!r}; choose one of: {', '.join(_REGISTRY)}."
-        ) from None
+        raise ConfigurationError(f"unknown composite {name!r}; choose one of: {', '.join(_REGISTRY)}.") from None
     given = {k: v for k, v in params.items() if v is not None}
     unknown = sorted(set(given) - set(named.params))
     if unknown:
         raise ConfigurationError(
-            f"composite {name!r} does not take {', '.join(unknown)}; its parameters are "
-            f"{', '.join(named.params)}."
+            f"composite {name!r} does not take {', '.join(unknown)}; its parameters are {', '.join(named.params)}."
         )
     return named.factory(**given)

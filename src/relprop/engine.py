@@ -72,7 +72,6 @@ from .rules import (
     ProductRule,
     ProportionalMaxPoolRule,
     Rule,
-    WinnerTakesAllRule,
 )
 from .targets import initial_relevance
 
@@ -81,7 +80,20 @@ __all__ = ["Explainer", "explain"]
 LINEAR_KINDS = ("conv", "conv_transpose", "linear")
 # Kinds that are always part of the plan when they touch a relevance-carrying tensor.
 _COUNTED_KINDS = frozenset(
-    {"conv", "conv_transpose", "linear", "batchnorm", "relu", "activation", "maxpool", "avgpool", "add", "mul", "matmul", "dropout"}
+    {
+        "conv",
+        "conv_transpose",
+        "linear",
+        "batchnorm",
+        "relu",
+        "activation",
+        "maxpool",
+        "avgpool",
+        "add",
+        "mul",
+        "matmul",
+        "dropout",
+    }
 )
 _NATIVE_INPLACE = frozenset({torch.Tensor.__setitem__, torch.Tensor.copy_})
 _CHANNEL_OP = LinearOp(kind="conv")
@@ -410,8 +422,11 @@ class _Dispatcher:
             self.state.mark_stale(args[0])
             return out_of_place(*args, **kwargs)
         if kwargs.get("inplace"):
-            self.state.mark_stale(args[0])
             kwargs = {**kwargs, "inplace": False}
+            result = func(*args, **kwargs)
+            if result is not args[0]:
+                self.state.mark_stale(args[0])
+            return result
         return func(*args, **kwargs)
 
     def _apply(
@@ -440,7 +455,9 @@ class _Dispatcher:
             return self._sum_like(rec, func, args, kwargs, carrying)
         if kind in ("mul", "matmul"):
             return self._product(rec, func, args, kwargs, carrying)
-        return self._native(func, args, kwargs)  # exact, dropout (checked when planning)
+        if kind == "dropout":
+            return args[0] if args else kwargs["input"]  # inactive (checked when planning): the identity
+        return self._native(func, args, kwargs)  # exact
 
     # -- parametric layers ----------------------------------------------------------------------
     def _linear(self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor:
@@ -496,7 +513,9 @@ class _Dispatcher:
             return y
         return OutputFactor.apply(y, spec)
 
-    def _batchnorm(self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor:
+    def _batchnorm(
+        self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Tensor:
         bound = bind_arguments("batchnorm", args, kwargs)
         x = bound["input"]
         if rec.merged_into is not None:
@@ -511,9 +530,7 @@ class _Dispatcher:
                 return x  # the layer already computed with the folded weights
             y = func(*args, **kwargs)
             _, folded_bias = self.explainer._folded(self.state.plan.ops, owner, weight, bias, op)
-            return self._attach_factor(
-                owner, y, owner_rule, self._entry(owner, owner_rule), folded_bias, op
-            )
+            return self._attach_factor(owner, y, owner_rule, self._entry(owner, owner_rule), folded_bias, op)
         rule = rec.rule
         y = func(*args, **kwargs)
         if isinstance(rule, EpsilonRule):
@@ -551,7 +568,9 @@ class _Dispatcher:
                 pending.tensor = y
         return y
 
-    def _activation(self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor:
+    def _activation(
+        self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Tensor:
         rule = rec.rule
         fn, piecewise_linear = ACTIVATION_FUNCS[func]
         if piecewise_linear or not isinstance(rule, PassRule):
@@ -672,7 +691,9 @@ def _window_sum(
 
 
 # -- plan finalisation ------------------------------------------------------------------------------
-def _finalize_plan(records: list[OpRecord], output_producer: int, composite: _composites.Composite, canonize: bool) -> Plan:
+def _finalize_plan(
+    records: list[OpRecord], output_producer: int, composite: _composites.Composite, canonize: bool
+) -> Plan:
     for rec in records:
         for p in rec.producers:
             if p >= 0:
@@ -729,7 +750,9 @@ def _finalize_plan(records: list[OpRecord], output_producer: int, composite: _co
     for rec in records:
         if rec.merged_into is not None:
             continue
-        ruled = rec.kind in LINEAR_KINDS or (rec.kind in ("add", "avgpool", "batchnorm") and isinstance(rec.rule, EpsilonRule))
+        ruled = rec.kind in LINEAR_KINDS or (
+            rec.kind in ("add", "avgpool", "batchnorm") and isinstance(rec.rule, EpsilonRule)
+        )
         if not ruled:
             continue
         out = records[rec.merge_bn] if rec.merge_bn is not None else rec
@@ -950,7 +973,9 @@ class Explainer:
         device = _model_device(self.model)
         return inputs if device is None else inputs.to(device)
 
-    def __call__(self, inputs: Tensor, target: Any = None, *, top: str | None = None, contrast: Any = None) -> Explanation:
+    def __call__(
+        self, inputs: Tensor, target: Any = None, *, top: str | None = None, contrast: Any = None
+    ) -> Explanation:
         """Explain ``inputs`` (batch first) for ``target``; see :func:`relprop.explain`."""
         x = self._to_device(inputs)
         if x.dim() == 0 or x.shape[0] == 0:

@@ -120,12 +120,17 @@ class Ledger:
         top = 0.0 if self.top_absorbed is None else self.top_absorbed
         return self.score - self.input_relevance - self.absorbed - top
 
-    def closes(self, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
-        """Whether the ledger closes: ``|residual| <= atol + rtol·(|score| + Σ|absorbed|)``."""
-        scale = self.score.abs() + sum(
-            (e.absorbed.abs().to(self.score) for e in self.entries if e.absorbed is not None),
-            torch.zeros_like(self.score),
-        )
+    def closes(self, rtol: float = 1e-4, atol: float = 0.0) -> bool:
+        """Whether the ledger closes for every sample.
+
+        ``|residual| <= atol + rtol·(|score| + |Σ R_input| + Σ_layers |absorbed|)``: the
+        tolerance scales with the magnitudes that were summed.
+        """
+        scale = self.score.abs() + self.input_relevance.abs()
+        for entry in self.entries:
+            absorbed = entry.absorbed
+            if absorbed is not None:
+                scale = scale + absorbed.abs().to(scale)
         return bool((self.residual.abs() <= atol + rtol * scale).all())
 
     def table(self, sample: int = 0, top: int | None = None) -> str:

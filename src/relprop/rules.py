@@ -41,14 +41,14 @@ __all__ = [
     "FlatRule",
     "GammaRule",
     "GradientRule",
-    "LinearRule",
     "LRP0Rule",
+    "LinearRule",
     "ModifiedWeightRule",
     "NormRule",
     "PassRule",
     "ProductRule",
-    "ProportionalMaxPoolRule",
     "Propagation",
+    "ProportionalMaxPoolRule",
     "Rule",
     "WSquareRule",
     "WinnerTakesAllRule",
@@ -761,9 +761,7 @@ class ProductRule(Rule):
 
     def __init__(self, mode: str = "auto") -> None:
         if mode not in ("auto", "uniform", "gate"):
-            raise ConfigurationError(
-                f"ProductRule mode must be 'auto', 'uniform' or 'gate', got {mode!r}."
-            )
+            raise ConfigurationError(f"ProductRule mode must be 'auto', 'uniform' or 'gate', got {mode!r}.")
         self.mode = mode
 
     def params(self) -> dict[str, Any]:

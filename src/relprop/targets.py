@@ -129,10 +129,9 @@ def initial_relevance(
         grad = safe_divide(relevance, z)
         indices = relevance.reshape(n, n_classes, -1).sum(2).argmax(1)
         return TopLayer(grad, indices, per_sample_sum(relevance), per_sample_sum(z * grad))
-    if isinstance(target, Tensor) and target.is_floating_point():
+    if isinstance(target, Tensor) and target.is_floating_point() and target.dim() >= 2:
         raise TargetError(
-            f"an initial-relevance tensor must have the output's shape {tuple(z.shape)}, got "
-            f"{tuple(target.shape)}."
+            f"an initial-relevance tensor must have the output's shape {tuple(z.shape)}, got {tuple(target.shape)}."
         )
 
     indices = _class_indices(target, z)
@@ -142,9 +141,7 @@ def initial_relevance(
         if contrast is not None:
             raise TargetError("top='log-odds' already contrasts against all other classes; drop contrast.")
         if z.dim() != 2 or n_classes < 2:
-            raise TargetError(
-                f"top='log-odds' needs an output of shape (N, C) with C >= 2, got {tuple(z.shape)}."
-            )
+            raise TargetError(f"top='log-odds' needs an output of shape (N, C) with C >= 2, got {tuple(z.shape)}.")
         differences = z.gather(1, indices.view(-1, 1)) - z  # z_c - z_c'
         others = onehot == 0
         neg = torch.where(others, -differences, torch.full_like(differences, float("-inf")))
