@@ -181,3 +181,14 @@ def test_cuda_matches_cpu() -> None:
     assert gpu.relevance.is_cuda
     assert_close_relative(gpu.relevance.cpu(), cpu.relevance, 1e-9)
     model.cpu()
+
+
+@pytest.mark.parametrize("composite", ["lrp-0", "epsilon", "epsilon-gamma-box", "epsilon-plus-flat", "alpha2-beta1"])
+@pytest.mark.parametrize("name", ["sequential-bn", "resnet18"])
+def test_ledger_off_gives_the_same_relevance(composite: str, name: str) -> None:
+    model = (small_cnn(batchnorm=True).eval() if name == "sequential-bn" else torchvision_model("resnet18")).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with_ledger = relprop.explain(model, x, composite=composite)
+    without = relprop.explain(model, x, composite=composite, ledger=False)
+    assert_close_relative(without.relevance, with_ledger.relevance, 1e-12)
+    assert without.ledger.entries == []

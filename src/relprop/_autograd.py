@@ -20,6 +20,7 @@ from .ledger import LedgerEntry
 from .ops import LinearOp
 from .rules import (
     EpsilonRule,
+    Hints,
     LinearRule,
     channel_constant_relevance,
     per_sample_dot,
@@ -61,7 +62,7 @@ def record_factor(spec: FactorSpec, y: Tensor, grad: Tensor, scaled: Tensor) -> 
         return
     out = per_sample_dot(y, grad)
     kept = per_sample_dot(y, scaled)
-    bias = spec.constant_relevance(torch.where(y > 0, scaled, 0.0) if spec.after_relu else scaled)
+    bias = spec.constant_relevance(scaled)
     spec.entry.add(out, kept if bias is None else kept - bias, bias)
 
 
@@ -78,9 +79,66 @@ class OutputFactor(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (y,) = ctx.saved_tensors
         spec: FactorSpec = ctx.spec
-        scaled = spec.rule.output_factor(y, grad)
+        scaled = spec.rule.output_factor(y, grad, nonnegative=spec.after_relu)
         record_factor(spec, y, grad, scaled)
         return scaled, None
+
+
+class RectifyWithFactor(torch.autograd.Function):
+    """In-place ReLU that alone consumes a layer's output, with that layer's output-side rule.
+
+    Forward: ``a = relu(y)`` in place. Backward: LRP-ε's factor ``g ⊙ a/(a + ε)`` is zero
+    where ``a = 0``, so it replaces the ReLU's own masking pass; for LRP-0 the mask is applied.
+    Without a spec (a modified-weight rule below, whose arithmetic multiplies by ``a`` anyway)
+    the gradient passes unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, spec: FactorSpec | None) -> Tensor:
+        ctx.mark_dirty(y)
+        a = y.relu_()
+        ctx.spec = spec
+        if spec is not None:
+            ctx.save_for_backward(a)
+        return a
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        spec: FactorSpec | None = ctx.spec
+        if spec is None:
+            return grad, None
+        (a,) = ctx.saved_tensors
+        scaled = (
+            grad.masked_fill(a <= 0, 0.0)
+            if spec.rule.epsilon == 0.0
+            else spec.rule.output_factor(a, grad, nonnegative=True)
+        )
+        record_factor(spec, a, grad, scaled)
+        return scaled, None
+
+
+class AffineWithFactor(torch.autograd.Function):
+    """Per-channel affine map ``y = c ⊙ scale + shift`` (an eval-mode batch norm) with LRP-ε on the layer.
+
+    It keeps only its input ``c`` (as the batch norm itself would) and recomputes ``y`` in the
+    backward pass, instead of keeping ``y`` as well.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, c: Tensor, scale: Tensor, shift: Tensor, spec: FactorSpec) -> Tensor:
+        ctx.spec = spec
+        ctx.save_for_backward(c, scale, shift)
+        return torch.addcmul(shift, c, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        c, scale, shift = ctx.saved_tensors
+        spec: FactorSpec = ctx.spec
+        y = torch.addcmul(shift, c, scale)
+        scaled = spec.rule.output_factor(y, grad)
+        record_factor(spec, y, grad, scaled)
+        del y
+        return scaled.mul_(scale) if scaled is not grad else grad * scale, None, None, None
 
 
 class GradScale(torch.autograd.Function):
@@ -138,11 +196,12 @@ class LinearBundle:
 
     op: LinearOp
     rule: LinearRule
-    prepared: dict[str, Tensor | None]
+    prepared: dict[str, Any]
     entry: LedgerEntry | None
     proxy: ProxyHolder | None
     input_is_model_input: bool
     direct: DirectRelevance
+    input_nonnegative: bool | None = None
 
 
 class DirectRelevance:
@@ -182,7 +241,11 @@ class ModifiedLinear(torch.autograd.Function):
             (x,) = ctx.saved_tensors
             y = bundle.proxy.tensor
             assert y is not None, "the ReLU after this layer did not run"
-        result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared)
+            # The graph (and this node's ctx) lives until the whole backward ends; drop the
+            # reference now so the activation is freed as soon as autograd is done with it.
+            bundle.proxy.tensor = None
+        hints = Hints(output_after_relu=bundle.proxy is not None, input_nonnegative=bundle.input_nonnegative)
+        result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared, hints)
         grad_x: Tensor | None
         if result.grad is not None:
             grad_x = result.grad

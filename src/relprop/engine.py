@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import composites as _composites
 from ._autograd import (
+    AffineWithFactor,
     DirectRelevance,
     FactorSpec,
     GradScale,
@@ -45,6 +46,7 @@ from ._autograd import (
     Probe,
     ProportionalPool,
     ProxyHolder,
+    RectifyWithFactor,
 )
 from .errors import (
     ConfigurationError,
@@ -98,6 +100,35 @@ _COUNTED_KINDS = frozenset(
 _NATIVE_INPLACE = frozenset({torch.Tensor.__setitem__, torch.Tensor.copy_})
 _CHANNEL_OP = LinearOp(kind="conv")
 _ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast")
+# Routing operations that keep a non-negative tensor non-negative.
+_SIGN_PRESERVING = frozenset(
+    [
+        "flatten",
+        "view",
+        "view_as",
+        "reshape",
+        "reshape_as",
+        "cat",
+        "concat",
+        "stack",
+        "contiguous",
+        "__getitem__",
+        "permute",
+        "transpose",
+        "squeeze",
+        "unsqueeze",
+        "clone",
+        "to",
+        "float",
+        "double",
+        "narrow",
+        "select",
+        "split",
+        "chunk",
+        "expand",
+        "repeat",
+    ]
+)
 
 
 @dataclass
@@ -127,6 +158,8 @@ class OpRecord:
     relu_proxy: int | None = None
     proxy_for: int | None = None
     consumers: list[int] = field(default_factory=list)
+    output_nonnegative: bool = False
+    input_nonnegative: bool = False
 
 
 @dataclass
@@ -488,6 +521,7 @@ class _Dispatcher:
             proxy=proxy,
             input_is_model_input=x is self.state.model_input,
             direct=self.state.direct,
+            input_nonnegative=True if rec.input_nonnegative else None,
         )
         y = ModifiedLinear.apply(x, bundle)
         if rec.merge_bn is not None:
@@ -525,18 +559,25 @@ class _Dispatcher:
                     f"batch norm at '{rec.path or '(model)'}' no longer directly follows the layer it was folded "
                     "into when the plan was recorded; create a new Explainer for this model."
                 )
-            _, owner, owner_rule, op, weight, bias = pending
+            _, owner, owner_rule, op, _, bias = pending
             if not owner_rule.output_factor_only:
                 return x  # the layer already computed with the folded weights
+            folded_bias = self.explainer._folded_bias(self.state.plan.ops, owner, bias)
+            if owner.relu_proxy is None and (self.state.with_ledger or owner_rule.epsilon != 0.0):
+                scale, shift = self._bn_affine(bound)
+                spec = FactorSpec(owner_rule, self._entry(owner, owner_rule), folded_bias, op)
+                return AffineWithFactor.apply(x, scale, shift, spec)
             y = func(*args, **kwargs)
-            _, folded_bias = self.explainer._folded(self.state.plan.ops, owner, weight, bias, op)
             return self._attach_factor(owner, y, owner_rule, self._entry(owner, owner_rule), folded_bias, op)
         rule = rec.rule
+        if not isinstance(rule, EpsilonRule):
+            return func(*args, **kwargs)
+        scale, shift = self._bn_affine(bound)
+        if rec.relu_proxy is None and (self.state.with_ledger or rule.epsilon != 0.0):
+            spec = FactorSpec(rule, self._entry(rec, rule), shift.reshape(-1), _CHANNEL_OP)
+            return AffineWithFactor.apply(x, scale, shift, spec)
         y = func(*args, **kwargs)
-        if isinstance(rule, EpsilonRule):
-            shift = self._bn_shift(bound)
-            return self._attach_factor(rec, y, rule, self._entry(rec, rule), shift, _CHANNEL_OP)
-        return y
+        return self._attach_factor(rec, y, rule, self._entry(rec, rule), shift.reshape(-1), _CHANNEL_OP)
 
     def _same_bn_params(self, rec: OpRecord, bound: dict[str, Any]) -> bool:
         assert rec.bn_params is not None
@@ -544,7 +585,9 @@ class _Dispatcher:
         return all(bound[n] is p for n, p in zip(names, rec.bn_params[:4], strict=True))
 
     @staticmethod
-    def _bn_shift(bound: dict[str, Any]) -> Tensor:
+    def _bn_affine(bound: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Eval-mode batch norm as ``x ⊙ scale + shift``, both shaped to broadcast over channels."""
+        x = bound["input"]
         mean, var = bound["running_mean"].detach(), bound["running_var"].detach()
         scale = torch.rsqrt(var + bound["eps"])
         if bound["weight"] is not None:
@@ -552,21 +595,26 @@ class _Dispatcher:
         shift = -mean * scale
         if bound["bias"] is not None:
             shift = shift + bound["bias"].detach()
-        return shift
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return scale.to(x.dtype).view(shape), shift.to(x.dtype).view(shape)
 
     # -- element-wise, pooling, sums, products --------------------------------------------------
     def _relu(self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Tensor:
         x = args[0] if args else kwargs["input"]
-        if func in INPLACE_TO_OUT_OF_PLACE or kwargs.get("inplace") or (len(args) > 1 and args[1] is True):
-            self.state.mark_stale(x)
-        y = torch.relu(x)
-        if rec.proxy_for is not None:
-            pending = self.state.pending.pop(rec.index, None)
-            if isinstance(pending, FactorSpec):
-                return OutputFactor.apply(y, pending)
-            if isinstance(pending, ProxyHolder):
-                pending.tensor = y
-        return y
+        if rec.proxy_for is None:
+            if func in INPLACE_TO_OUT_OF_PLACE or kwargs.get("inplace") or (len(args) > 1 and args[1] is True):
+                self.state.mark_stale(x)
+            return torch.relu(x)
+        # The ReLU alone consumes a layer output that no backward keeps: rectify it in place and
+        # let it carry that layer's output-side rule (see RectifyWithFactor).
+        pending = self.state.pending.pop(rec.index, None)
+        if isinstance(pending, FactorSpec):
+            return RectifyWithFactor.apply(x, pending)
+        if isinstance(pending, ProxyHolder):
+            y = RectifyWithFactor.apply(x, None)
+            pending.tensor = y
+            return y
+        return torch.relu_(x)  # LRP-0 without bookkeeping: the ordinary (masking) ReLU gradient
 
     def _activation(
         self, rec: OpRecord, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
@@ -762,6 +810,16 @@ def _finalize_plan(
         if consumer.kind == "relu" and consumer.producers == (out.index,):
             rec.relu_proxy = consumer.index
             consumer.proxy_for = rec.index
+    for rec in records:
+        # Known non-negative tensors let γ and αβ skip the sign-general computation.
+        inputs_nonnegative = bool(rec.producers) and all(
+            p >= 0 and records[p].output_nonnegative for p in rec.producers
+        )
+        rec.input_nonnegative = inputs_nonnegative
+        short = rec.function.rsplit(".", 1)[-1]
+        rec.output_nonnegative = rec.kind == "relu" or (
+            inputs_nonnegative and (rec.kind in ("maxpool", "avgpool", "dropout") or short in _SIGN_PRESERVING)
+        )
     return Plan(records, output_producer)
 
 
@@ -858,16 +916,16 @@ class Explainer:
         self, ops: list[OpRecord], rec: OpRecord, weight: Tensor, bias: Tensor | None, op: LinearOp
     ) -> tuple[Tensor, Tensor | None]:
         """The layer's weight and bias with the following batch norm folded in (if planned)."""
-        weight = weight.detach()
-        bias = None if bias is None else bias.detach()
         if rec.merge_bn is None:
-            return weight, bias
+            return weight.detach(), None if bias is None else bias.detach()
         bn = ops[rec.merge_bn].bn_params
         assert bn is not None
         mean, var, bn_weight, bn_bias, eps = bn
         assert mean is not None and var is not None
         key = ("fold", rec.index, id(weight))
         sources = (weight, bias, mean, var, bn_weight, bn_bias)
+        weight = weight.detach()
+        bias = None if bias is None else bias.detach()
         versions = tuple((id(t), t._version) for t in sources if t is not None)
         cached = self._cache.get(key)  # type: ignore[arg-type]
         if cached is not None and cached[0] == versions:
@@ -887,6 +945,19 @@ class Explainer:
         folded_bias = shift.to(weight) if bias is None else bias * scale.to(weight) + shift.to(weight)
         self._cache[key] = (versions, (folded_weight, folded_bias))  # type: ignore[index]
         return folded_weight, folded_bias
+
+    def _folded_bias(self, ops: list[OpRecord], rec: OpRecord, bias: Tensor | None) -> Tensor:
+        """The bias of a layer with its batch norm folded in (all that LRP-0/ε need of the folding)."""
+        assert rec.merge_bn is not None
+        mean, var, bn_weight, bn_bias, eps = ops[rec.merge_bn].bn_params  # type: ignore[misc]
+        assert mean is not None and var is not None
+        scale = torch.rsqrt(var.detach() + eps)
+        if bn_weight is not None:
+            scale = scale * bn_weight.detach()
+        shift = -mean.detach() * scale
+        if bn_bias is not None:
+            shift = shift + bn_bias.detach()
+        return shift if bias is None else bias.detach() * scale + shift
 
     def _prepared(
         self,
@@ -1033,10 +1104,14 @@ def explain(
     model: nn.Module,
     inputs: Tensor,
     target: Any = None,
-    composite: str | _composites.Composite = "epsilon-gamma-box",
+    composite: str | _composites.Composite | None = None,
+    method: str = "lrp",
     **params: Any,
 ) -> Explanation:
-    """Explain a model's prediction on ``inputs`` with LRP in one forward and one backward pass.
+    """Explain a model's prediction on ``inputs``.
+
+    With ``method="lrp"`` (default) this is Layer-wise Relevance Propagation in one forward and
+    one backward pass; other methods (``relprop.methods.names()``) take their own parameters.
 
     Parameters
     ----------
@@ -1048,10 +1123,14 @@ def explain(
         ``None`` for the predicted class, a class index, one index per sample, or a tensor shaped
         like the output giving the initial relevance.
     composite
-        Name of a composite or a :class:`~relprop.composites.Composite`.
+        Name of a composite or a :class:`~relprop.composites.Composite` (default
+        ``"epsilon-gamma-box"``); LRP only.
+    method
+        ``"lrp"`` or the name of another attribution method.
     **params
         Composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...) and the options of
-        :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``).
+        :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``), or the
+        parameters of the chosen method.
 
     Returns
     -------
@@ -1059,5 +1138,14 @@ def explain(
         ``relevance`` shaped like ``inputs``, the model ``output``, the explained ``target`` and
         the conservation ``ledger``.
     """
+    if method != "lrp":
+        from . import methods
+
+        fn = methods.get(method)
+        if composite is not None:
+            raise ConfigurationError(f"composite applies to method 'lrp' only, not to {method!r}; drop it.")
+        return fn(model, inputs, target, **params)  # type: ignore[no-any-return]
     options = {k: params.pop(k) for k in _ENGINE_OPTIONS if k in params}
-    return Explainer(model, composite, **options, **params)(inputs, target)
+    return Explainer(model, composite if composite is not None else "epsilon-gamma-box", **options, **params)(
+        inputs, target
+    )

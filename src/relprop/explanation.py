@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -25,12 +26,15 @@ class Explanation:
         The explained class of each sample (``LongTensor`` of shape ``(N,)``).
     ledger
         Where the explained score went: input relevance, relevance absorbed per layer.
+    info
+        Method-specific diagnostics (e.g. the completeness gap of Integrated Gradients).
     """
 
     relevance: Tensor
     output: Tensor
     target: Tensor
     ledger: Ledger
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> Tensor:
