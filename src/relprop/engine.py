@@ -68,6 +68,7 @@ from .ops import (
 )
 from .rules import (
     EpsilonRule,
+    FunctionRule,
     GradientRule,
     LinearRule,
     PassRule,
@@ -472,6 +473,8 @@ class _Dispatcher:
     ) -> Any:
         kind = rec.kind
         rule = rec.rule
+        if isinstance(rule, FunctionRule):
+            return rule.apply(func, tuple(args), dict(kwargs))
         if kind in LINEAR_KINDS:
             return self._linear(rec, func, args, kwargs)
         if kind == "batchnorm":
@@ -790,6 +793,7 @@ def _finalize_plan(
             producer = records[rec.producers[0]]
             if (
                 producer.kind in LINEAR_KINDS
+                and isinstance(producer.rule, LinearRule)
                 and producer.consumers == [rec.index]
                 and not (producer.kind == "conv_transpose" and producer.groups != 1)
             ):
@@ -798,7 +802,7 @@ def _finalize_plan(
     for rec in records:
         if rec.merged_into is not None:
             continue
-        ruled = rec.kind in LINEAR_KINDS or (
+        ruled = (rec.kind in LINEAR_KINDS and isinstance(rec.rule, LinearRule)) or (
             rec.kind in ("add", "avgpool", "batchnorm") and isinstance(rec.rule, EpsilonRule)
         )
         if not ruled:
@@ -807,7 +811,8 @@ def _finalize_plan(
         if len(out.consumers) != 1 or out.index == output_producer:
             continue
         consumer = records[out.consumers[0]]
-        if consumer.kind == "relu" and consumer.producers == (out.index,):
+        native_relu = isinstance(consumer.rule, (PassRule, GradientRule))
+        if consumer.kind == "relu" and native_relu and consumer.producers == (out.index,):
             rec.relu_proxy = consumer.index
             consumer.proxy_for = rec.index
     for rec in records:
@@ -1088,6 +1093,9 @@ class Explainer:
             output=output.detach(),
             target=head.target,
             ledger=ledger,
+            # The modified gradient at the input (relevance = input ⊙ it, plus any relevance that
+            # input-layer rules such as z^B hand over directly).
+            info={"input_gradient": torch.zeros_like(leaf) if grad is None else grad.detach()},
         )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "AlphaBetaRule",
     "EpsilonRule",
     "FlatRule",
+    "FunctionRule",
     "GammaRule",
     "GradientRule",
     "Hints",
@@ -864,3 +865,24 @@ class ProductRule(Rule):
 
     def params(self) -> dict[str, Any]:
         return {"mode": self.mode}
+
+
+class FunctionRule(Rule):
+    """A rule that replaces an operation's computation outright (forward and backward).
+
+    The extension point for attribution methods that change how the gradient passes an
+    operation — guided backprop and deconvnet on ReLUs, DeepLIFT's multipliers — and for
+    your own rules on operations relprop does not know. ``apply`` receives the torch function
+    and its arguments as the model called it and returns the operation's output, usually
+    through a custom :class:`torch.autograd.Function`. The engine records nothing in the
+    ledger for such an operation: give ``entry``-based bookkeeping yourself if you need it.
+
+    Subclasses set ``kinds`` (e.g. ``frozenset({"relu"})``) and implement :meth:`apply`.
+    """
+
+    kinds: ClassVar[frozenset[str]] = frozenset()
+    label = "function"
+
+    def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Compute the operation ``func(*args, **kwargs)`` with this rule's backward."""
+        raise NotImplementedError
