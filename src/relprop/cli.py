@@ -65,7 +65,17 @@ def write_atomic(path: Path, write: Callable[[Path], None], force: bool) -> None
             tmp_path.unlink()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Turns relprop's own errors (bad names, files, options) into one-line user errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RelpropError as exc:
+            raise UserError(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relprop")
 def main() -> None:
     """Explain neural-network predictions with Layer-wise Relevance Propagation."""
@@ -142,6 +152,304 @@ def demo(out_dir: Path, count: int, force: bool) -> None:
     click.echo(f"summary:       {summary_path}")
 
 
+def _parse_target(target: str) -> tuple[Any, str]:
+    """``predicted`` → (None, logit); ``log-odds`` → (None, log-odds); ``N`` → (N, logit)."""
+    if target == "predicted":
+        return None, "logit"
+    if target == "log-odds":
+        return None, "log-odds"
+    try:
+        return int(target), "logit"
+    except ValueError:
+        raise UserError(f"--target must be 'predicted', 'log-odds' or a class index, got {target!r}") from None
+
+
+def _parse_contrast(contrast: str | None) -> Any:
+    if contrast is None or contrast == "rest":
+        return contrast
+    try:
+        return int(contrast)
+    except ValueError:
+        raise UserError(f"--contrast must be a class index or 'rest', got {contrast!r}") from None
+
+
+def _parse_floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+def _output_names(paths: list[Path]) -> list[str]:
+    """File stems, made unique (``name``, ``name-2`` ...) when two inputs share one."""
+    names: list[str] = []
+    used: dict[str, int] = {}
+    for path in paths:
+        stem = path.stem or "input"
+        count = used.get(stem, 0) + 1
+        used[stem] = count
+        names.append(stem if count == 1 else f"{stem}-{count}")
+    return names
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--model",
+    "model_spec",
+    default="digits",
+    show_default=True,
+    help="digits, a torchvision name, timm:NAME, a saved model file, or package.module:factory.",
+)
+@click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT).")
+@click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
+@click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
+@click.option("--target", default="predicted", show_default=True, help="predicted, log-odds, or a class index.")
+@click.option("--contrast", default=None, help="Explain the target against this class index, or 'rest'.")
+@click.option("--epsilon", type=float, default=None, help="LRP-ε stabiliser.")
+@click.option("--gamma", type=float, default=None, help="LRP-γ parameter.")
+@click.option("--alpha", type=float, default=None, help="LRP-αβ alpha (alpha = beta + 1).")
+@click.option("--beta", type=float, default=None, help="LRP-αβ beta.")
+@click.option("--low", default=None, help="z^B lower bound(s), comma-separated per channel (default: the model's).")
+@click.option("--high", default=None, help="z^B upper bound(s), comma-separated per channel (default: the model's).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("relprop-out"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--overlay", is_flag=True, help="Also write the heatmap blended over the input.")
+@click.option(
+    "--clip-percentile",
+    type=click.FloatRange(50, 100),
+    default=None,
+    help="Colour scale at this percentile of |R| instead of the maximum.",
+)
+@click.option("--input-size", type=int, default=None, help="Input size for models without known preprocessing.")
+@click.option("--mean", default=None, help="Normalisation mean, comma-separated (models without known preprocessing).")
+@click.option("--std", default=None, help="Normalisation std, comma-separated.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def explain(
+    inputs: tuple[str, ...],
+    model_spec: str,
+    weights: str | None,
+    method: str,
+    composite: str,
+    target: str,
+    contrast: str | None,
+    epsilon: float | None,
+    gamma: float | None,
+    alpha: float | None,
+    beta: float | None,
+    low: str | None,
+    high: str | None,
+    out_dir: Path,
+    device: str,
+    batch_size: int,
+    overlay: bool,
+    clip_percentile: float | None,
+    input_size: int | None,
+    mean: str | None,
+    std: str | None,
+    force: bool,
+) -> None:
+    """Explain image files, folders or globs; write heatmaps, raw relevance and a summary."""
+
+    from . import viz
+    from .images import ImageReadError, collect_inputs, read_image
+    from .models.loading import load_model
+
+    class_index, top = _parse_target(target)
+    contrast_value = _parse_contrast(contrast)
+    bundle = load_model(
+        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
+        std=_parse_floats(std, "--std"),
+    )  # fmt: skip
+    for note in bundle.notes:
+        click.echo(f"note: {note}", err=True)
+    low_values, high_values = _parse_floats(low, "--low"), _parse_floats(high, "--high")
+    bounds_low = torch.tensor(low_values) if low_values else bundle.low
+    bounds_high = torch.tensor(high_values) if high_values else bundle.high
+    params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
+    params = {k: v for k, v in params.items() if v is not None}
+    explainer: Explainer | None = None
+    if method == "lrp":
+        accepted = dict((n, p) for n, _, p in _composites.describe())
+        if composite not in accepted:
+            raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
+        if "low" in accepted[composite]:
+            params.update(low=bounds_low.view(-1), high=bounds_high.view(-1))
+        unknown = sorted(set(params) - set(accepted[composite]))
+        if unknown:
+            raise UserError(
+                f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
+                f"{', '.join(accepted[composite])}"
+            )
+        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast_value, **params)
+    else:
+        from . import methods as _methods
+
+        _methods.get(method)  # unknown names fail here, listing the valid ones
+
+    paths, problems = collect_inputs(list(inputs))
+    names = _output_names(paths)
+    outputs: list[list[Path]] = []
+    for name in names:
+        files = [out_dir / f"{name}_heatmap.png", out_dir / f"{name}_relevance.npy"]
+        if overlay:
+            files.append(out_dir / f"{name}_overlay.png")
+        outputs.append(files)
+    summary_json, summary_csv = out_dir / "summary.json", out_dir / "summary.csv"
+    if not force:
+        for path in [f for files in outputs for f in files] + [summary_json, summary_csv]:
+            if path.exists():
+                raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out folder")
+
+    failures = 0
+    for _spec, message in problems:
+        click.echo(f"error: {message}", err=True)
+        failures += 1
+    records: list[dict[str, Any]] = []
+    loaded: list[tuple[int, Any, Any]] = []  # (position, tensor, image input)
+    for position, path in enumerate(paths):
+        try:
+            item = read_image(path)
+        except ImageReadError as exc:
+            click.echo(f"error: {exc}", err=True)
+            records.append({"file": str(path), "status": "error", "error": str(exc)})
+            failures += 1
+            continue
+        if bundle.channels == 3 and item.image.mode == "L":
+            item.notes.append(f"{path.name}: grey-level image repeated on three channels for an RGB model")
+        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":
+            item.notes.append(f"{path.name}: colour image converted to grey for a one-channel model")
+        for note in item.notes:
+            click.echo(f"note: {note}", err=True)
+        loaded.append((position, bundle.preprocess(item.image), item))
+
+    from rich.progress import Progress
+
+    by_shape: dict[tuple[int, ...], list[tuple[int, Any, Any]]] = {}
+    for entry in loaded:
+        by_shape.setdefault(tuple(entry[1].shape), []).append(entry)
+    results: dict[int, dict[str, Any]] = {}
+    with Progress(disable=len(loaded) <= 5, transient=True, console=_stderr_console()) as progress:
+        task = progress.add_task("explaining", total=len(loaded))
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                x = torch.stack([b[1] for b in batch]).to(
+                    bundle.model_device if hasattr(bundle, "model_device") else device
+                )
+                try:
+                    if explainer is not None:
+                        result = explainer(x, class_index)
+                    else:
+                        result = _run_method(bundle.model, x, class_index, method, top, contrast_value)
+                except RelpropError as exc:
+                    raise UserError(str(exc)) from None
+                except RuntimeError as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise UserError(
+                        f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
+                        "and --std for this model"
+                    ) from None
+                with torch.no_grad():
+                    probabilities = torch.softmax(result.output.float(), 1)
+                for k, (position, tensor, item) in enumerate(batch):
+                    relevance = result.relevance[k].detach().cpu()
+                    files = outputs[position]
+                    size = 128 if max(relevance.shape[-2:]) < 128 else None
+                    heat = viz.heatmap(relevance, clip_percentile, size=size)
+                    write_atomic(files[0], lambda p, heat=heat: heat.save(p, format="PNG"), force=True)
+                    write_atomic(files[1], lambda p, r=relevance: _save_npy(p, r.numpy()), force=True)
+                    if overlay:
+                        picture = bundle.display(tensor)
+                        if size is not None:
+                            picture = picture.resize((size, size), resample=0)
+                        blended = viz.overlay(picture, relevance, clip_percentile=clip_percentile)
+                        write_atomic(files[2], lambda p, b=blended: b.save(p, format="PNG"), force=True)
+                    predicted = int(probabilities[k].argmax())
+                    explained = int(result.target[k])
+                    ledger = result.ledger
+                    results[position] = {
+                        "file": str(item.path),
+                        "status": "ok",
+                        "predicted": predicted,
+                        "predicted_name": bundle.class_name(predicted),
+                        "probability": round(float(probabilities[k, predicted]), 6),
+                        "target": explained,
+                        "target_name": bundle.class_name(explained),
+                        "method": method if method != "lrp" else f"lrp:{composite}",
+                        "explained_score": float(ledger.score[k]),
+                        "relevance_sum": float(relevance.sum()),
+                        "absorbed": float(ledger.absorbed[k]),
+                        "residual": float(ledger.residual[k]),
+                        "heatmap": str(files[0]),
+                        "relevance": str(files[1]),
+                        "overlay": str(files[2]) if overlay else None,
+                        "notes": item.notes,
+                    }
+                progress.advance(task, len(batch))
+    records.extend(results.values())
+    order = {str(p): i for i, p in enumerate(paths)}
+    records.sort(key=lambda r: order.get(r["file"], -1))
+    document = {
+        "model": bundle.name,
+        "method": method,
+        "composite": composite if method == "lrp" else None,
+        "params": {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in params.items()},
+        "inputs": records,
+    }
+    write_atomic(summary_json, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
+    write_atomic(summary_csv, lambda p: _write_csv(p, records), force=True)
+    ok = sum(1 for r in records if r["status"] == "ok")
+    click.echo(f"explained {ok} of {ok + failures} inputs; outputs in {out_dir}; summary: {summary_json}")
+    if failures:
+        sys.exit(1)
+
+
+def _run_method(model: torch.nn.Module, x: torch.Tensor, target: Any, method: str, top: str, contrast: Any) -> Any:
+    from .engine import explain as explain_fn
+
+    if top != "logit" or contrast is not None:
+        raise UserError(f"--target log-odds and --contrast apply to --method lrp, not to {method!r}")
+    return explain_fn(model, x, target, method=method)
+
+
+def _save_npy(path: Path, array: Any) -> None:
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    import csv
+
+    columns = [
+        "file", "status", "predicted", "predicted_name", "probability", "target", "target_name", "method",
+        "explained_score", "relevance_sum", "absorbed", "residual", "heatmap", "relevance", "overlay", "error",
+    ]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 @main.command("composites")
 def list_composites() -> None:
     """List the named composites with their parameters."""
@@ -163,18 +471,8 @@ def list_rules() -> None:
 
 
 def run() -> None:
-    """Entry point that turns relprop's own errors into one-line messages."""
-    try:
-        main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except RelpropError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Console entry point (``relprop``)."""
+    main(prog_name="relprop")
 
 
 if __name__ == "__main__":

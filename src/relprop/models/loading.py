@@ -1,0 +1,391 @@
+"""Load a model to explain — with the preprocessing and z^B bounds that belong to it.
+
+A model spec is one of
+
+* ``"digits"`` — the embedded default (``relprop.models.digits``), optionally with ``weights``;
+* a torchvision architecture name (``"resnet50"``, ``"vgg16"`` ...) with ``weights`` either a
+  state-dict file or the name of torchvision weights (``"DEFAULT"``, ``"IMAGENET1K_V1"``; these
+  download from the internet once and bring their own preprocessing and class names);
+* ``"timm:NAME"`` — a timm architecture, ``weights`` a state-dict file or ``"pretrained"``;
+* a file: a full model saved with ``torch.save(model)`` (loaded with ``weights_only=False``, so
+  only load files you trust);
+* ``"package.module:factory"`` — a function returning an ``nn.Module``, optionally ``weights``.
+
+Preprocessing follows the model: the digits model's own, torchvision weights' transforms,
+timm's data config, otherwise ImageNet's (resize 256, centre crop 224, normalise), which
+``input_size``, ``mean`` and ``std`` override. The z^B bounds are what the normalisation makes
+of pixel values in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError
+from .digits import DIGITS_BOUNDS, load_digits_model
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelBundle", "describe_models", "load_model"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelBundle:
+    """A model with what it takes to feed it pictures and to draw its explanations.
+
+    Attributes
+    ----------
+    model
+        The model, in eval mode, on ``device``.
+    name
+        The spec it was loaded from.
+    preprocess
+        PIL image → input tensor ``(C, H, W)``.
+    display
+        Input tensor ``(C, H, W)`` → PIL image in the model's own geometry (for overlays).
+    low, high
+        Per-channel z^B bounds of the input (pixel values 0 and 1 after preprocessing).
+    classes
+        Class names, if known.
+    channels
+        1 (grey-level) or 3 (RGB).
+    notes
+        Things the user should know (random weights, pickled file ...).
+    """
+
+    model: nn.Module
+    name: str
+    preprocess: Callable[[Image.Image], Tensor]
+    display: Callable[[Tensor], Image.Image]
+    low: Tensor
+    high: Tensor
+    classes: list[str] | None = None
+    channels: int = 3
+    notes: list[str] = field(default_factory=list)
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index`` (its number when names are unknown)."""
+        if self.classes and 0 <= index < len(self.classes):
+            return self.classes[index]
+        return str(index)
+
+
+def describe_models() -> list[tuple[str, str]]:
+    """``(spec, description)`` for the model specs the loader understands."""
+    return [
+        ("digits", "embedded CNN for 8×8 handwritten digits (default; no download)"),
+        ("<torchvision name>", "e.g. resnet50, vgg16, densenet121; --weights FILE or DEFAULT/IMAGENET1K_V1"),
+        ("timm:<name>", "a timm architecture; --weights FILE or pretrained"),
+        ("<file.pt>", "a full model saved with torch.save(model)"),
+        ("<package.module:factory>", "a function returning the model; optional --weights FILE"),
+    ]
+
+
+# -- preprocessing -----------------------------------------------------------------------------------
+class DigitsPreprocess:
+    """Turn a picture of a digit into the embedded model's input ``(1, 8, 8)`` in ``[0, 1]``.
+
+    The training digits are light strokes on a dark background; a picture with a light
+    background (dark ink on paper) is inverted. The picture is padded to a square and
+    averaged down to 8×8 (the way the data set's 32×32 bitmaps were reduced).
+    """
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+        if grey.mean() > 0.5:
+            grey = 1.0 - grey
+        h, w = grey.shape
+        side = max(h, w)
+        square = np.zeros((side, side))
+        square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = grey
+        small = Image.fromarray(np.round(square * 255).astype(np.uint8), mode="L").resize((8, 8), Image.Resampling.BOX)
+        return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+class ImagePreprocess:
+    """Resize (shorter side), centre-crop, scale to ``[0, 1]`` and normalise with ``mean``/``std``."""
+
+    def __init__(self, resize: int, crop: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.resize, self.crop = int(resize), int(crop)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        # One normalisation value means a one-channel (grey-level) model.
+        rgb = image.convert("L" if self.mean.shape[0] == 1 else "RGB")
+        w, h = rgb.size
+        scale = self.resize / min(w, h)
+        rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+        w, h = rgb.size
+        left, top = (w - self.crop) // 2, (h - self.crop) // 2
+        rgb = rgb.crop((left, top, left + self.crop, top + self.crop))
+        pixels = np.asarray(rgb, dtype=np.float32) / 255.0
+        t = torch.from_numpy(pixels).unsqueeze(0) if pixels.ndim == 2 else torch.from_numpy(pixels).permute(2, 0, 1)
+        return (t - self.mean) / self.std
+
+
+def _display_for(mean: Sequence[float] | None, std: Sequence[float] | None) -> Callable[[Tensor], Image.Image]:
+    from ..viz import to_image
+
+    def display(x: Tensor) -> Image.Image:
+        return to_image(x, mean, std)
+
+    return display
+
+
+def _bounds(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    m = torch.tensor(mean, dtype=torch.float64)
+    s = torch.tensor(std, dtype=torch.float64)
+    return (0.0 - m) / s, (1.0 - m) / s
+
+
+# -- weights -----------------------------------------------------------------------------------------
+def _load_state_dict(model: nn.Module, path: Path, architecture: str) -> None:
+    """Load a state dict (optionally wrapped as {"state_dict": ...}) and name the first mismatch."""
+    if not path.is_file():
+        raise ConfigurationError(f"weights file {path} does not exist; pass the path of a saved state_dict.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"weights file {path} could not be read as a state_dict ({type(exc).__name__}); save weights with "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigurationError(f"weights file {path} holds a {type(state).__name__}, not a state_dict.")
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise ConfigurationError(
+                f"weights file {path} does not match architecture {architecture}: key {key!r} is missing."
+            )
+        if isinstance(value, Tensor) and tuple(state[key].shape) != tuple(value.shape):
+            raise ConfigurationError(
+                f"weights file {path} does not match architecture {architecture}: key {key!r} has shape "
+                f"{tuple(state[key].shape)}, the architecture expects {tuple(value.shape)}."
+            )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise ConfigurationError(
+            f"weights file {path} does not match architecture {architecture}: unexpected key {unexpected[0]!r}."
+        )
+    model.load_state_dict(state)
+
+
+def _torchvision_bundle(name: str, weights: str | None) -> ModelBundle:
+    import torchvision
+
+    notes: list[str] = []
+    if weights is not None and not Path(weights).suffix and not Path(weights).exists():
+        # A torchvision weights name: downloads once (needs internet), brings transforms and classes.
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+        except (KeyError, ValueError):
+            raise ConfigurationError(
+                f"unknown weights {weights!r} for {name}; pass a state_dict file or one of: DEFAULT, "
+                f"{', '.join(w.name for w in torchvision.models.get_model_weights(name))}."
+            ) from None
+        model = torchvision.models.get_model(name, weights=chosen)
+        transforms = chosen.transforms()
+        mean, std = tuple(transforms.mean), tuple(transforms.std)
+        preprocess = ImagePreprocess(transforms.resize_size[0], transforms.crop_size[0], mean, std)
+        classes = list(chosen.meta.get("categories", [])) or None
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        if weights is None:
+            notes.append(f"{name} has random weights; pass --weights FILE (or DEFAULT to download torchvision's)")
+        else:
+            _load_state_dict(model, Path(weights), name)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        preprocess = ImagePreprocess(256, 224, mean, std)
+        classes = None
+    low, high = _bounds(mean, std)
+    return ModelBundle(model, name, preprocess, _display_for(mean, std), low, high, classes, 3, notes)
+
+
+def _timm_bundle(name: str, weights: str | None) -> ModelBundle:
+    try:
+        import timm
+        from timm.data import resolve_data_config
+    except ImportError:
+        raise ConfigurationError("timm models need the timm package; pip install timm.") from None
+    try:
+        model = timm.create_model(name, pretrained=weights == "pretrained")
+    except RuntimeError as exc:
+        raise ConfigurationError(f"timm does not know the model {name!r} ({exc}).") from None
+    notes = []
+    if weights not in (None, "pretrained"):
+        _load_state_dict(model, Path(weights), f"timm:{name}")  # type: ignore[arg-type]
+    elif weights is None:
+        notes.append(f"timm:{name} has random weights; pass --weights FILE or pretrained")
+    config = resolve_data_config({}, model=model)
+    size = int(config["input_size"][-1])
+    resize = round(size / float(config.get("crop_pct", 0.875)))
+    mean, std = tuple(config["mean"]), tuple(config["std"])
+    low, high = _bounds(mean, std)
+    return ModelBundle(
+        model,
+        f"timm:{name}",
+        ImagePreprocess(resize, size, mean, std),
+        _display_for(mean, std),
+        low,
+        high,
+        None,
+        3,
+        notes,
+    )
+
+
+def _factory_bundle(spec: str, weights: str | None) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for model {spec!r} ({exc}).") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r} (model {spec!r}).")
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
+    if weights is not None:
+        _load_state_dict(model, Path(weights), spec)
+    return model
+
+
+def _file_model(path: Path) -> nn.Module:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        if _is_torchscript(path):
+            raise ConfigurationError(
+                f"{path} is a TorchScript archive; TorchScript runs outside Python, where relprop cannot see the "
+                "model's operations — save the model with torch.save(model) or give its architecture and a "
+                "state_dict."
+            ) from None
+        raise ConfigurationError(
+            f"{path} could not be loaded as a saved model ({type(exc).__name__}: {exc})."
+        ) from None
+    if isinstance(loaded, nn.Module):
+        return loaded
+    if isinstance(loaded, dict):
+        raise ConfigurationError(
+            f"{path} holds a state_dict, not a model; pass the architecture with --model and this file with --weights."
+        )
+    raise ConfigurationError(f"{path} holds a {type(loaded).__name__}, not a torch.nn.Module.")
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_model(
+    spec: str = "digits",
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    input_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ModelBundle:
+    """Load a model by spec (see the module docstring) with its preprocessing and z^B bounds."""
+    device = _check_device(device)
+    weights_str = None if weights is None else str(weights)
+    if spec == "digits":
+        model = load_digits_model(weights_str)
+        low = torch.tensor([DIGITS_BOUNDS[0]], dtype=torch.float64)
+        high = torch.tensor([DIGITS_BOUNDS[1]], dtype=torch.float64)
+        bundle = ModelBundle(
+            model, "digits", DigitsPreprocess(), _display_for(None, None), low, high, [str(i) for i in range(10)], 1
+        )
+    elif spec.startswith("timm:"):
+        bundle = _timm_bundle(spec[len("timm:") :], weights_str)
+    elif _torchvision_names() and spec in _torchvision_names():
+        bundle = _torchvision_bundle(spec, weights_str)
+    elif Path(spec).suffix in (".pt", ".pth", ".pkl", ".ts", ".bin") or Path(spec).is_file():
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigurationError(f"model file {path} does not exist.")
+        model = _file_model(path)
+        bundle = _generic_bundle(
+            model, spec, input_size, mean, std, ["loaded a pickled model: only load files you trust"]
+        )
+    elif re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
+        model = _factory_bundle(spec, weights_str)
+        bundle = _generic_bundle(model, spec, input_size, mean, std, [])
+    else:
+        raise ConfigurationError(
+            f"unknown model {spec!r}; use 'digits', a torchvision name (e.g. resnet50, vgg16), 'timm:NAME', a saved "
+            "model file, or 'package.module:factory'."
+        )
+    known_preprocessing = spec == "digits" or spec.startswith("timm:") or spec in _torchvision_names()
+    if known_preprocessing and (input_size is not None or mean is not None or std is not None):
+        bundle = _override_preprocessing(bundle, input_size, mean, std)
+    bundle.model = bundle.model.eval().to(device)
+    return bundle
+
+
+def _generic_bundle(
+    model: nn.Module,
+    name: str,
+    input_size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    notes: list[str],
+) -> ModelBundle:
+    size = input_size or 224
+    m, s = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
+    low, high = _bounds(m, s)
+    preprocess = ImagePreprocess(round(size / 0.875), size, m, s)
+    return ModelBundle(model, name, preprocess, _display_for(m, s), low, high, None, len(m), notes)
+
+
+def _override_preprocessing(
+    bundle: ModelBundle, input_size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> ModelBundle:
+    if bundle.name == "digits":
+        raise ConfigurationError(
+            "the digits model has fixed preprocessing (8×8, [0, 1]); drop --input-size/--mean/--std."
+        )
+    size = input_size or 224
+    m, s = tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD)
+    bundle.preprocess = ImagePreprocess(round(size / 0.875), size, m, s)
+    bundle.display = _display_for(m, s)
+    bundle.low, bundle.high = _bounds(m, s)
+    return bundle
+
+
+def _torchvision_names() -> set[str]:
+    try:
+        import torchvision
+    except ImportError:
+        return set()
+    return set(torchvision.models.list_models(module=torchvision.models))
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigurationError(f"unknown device {device!r}; use cpu or cuda (cuda:N).") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError("device 'cuda' was requested but CUDA is not available here; use --device cpu.")
+    return dev

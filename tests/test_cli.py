@@ -1,0 +1,290 @@
+"""The command line, driven as a user would: real image files in, PNG/NPY/JSON/CSV out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from PIL import Image
+
+from relprop.cli import main, write_atomic
+from relprop.models import digits_test_set
+
+RELPROP = [sys.executable, "-m", "relprop.cli"]
+
+
+def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    runner = CliRunner()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = runner.invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def digit_files(tmp_path: Path) -> list[Path]:
+    """Real test digits written as dark ink on white paper, enlarged (as a user's scans would be)."""
+    test = digits_test_set()
+    paths = []
+    for i in range(7):
+        arr = (test.images[i, 0].numpy() * 255).round().astype(np.uint8)
+        path = tmp_path / f"digit{i}_label{int(test.labels[i])}.png"
+        Image.fromarray(255 - arr, mode="L").resize((64, 64), Image.Resampling.NEAREST).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_explain_writes_heatmaps_relevance_and_summary(tmp_path: Path, digit_files: list[Path]) -> None:
+    code, out, err = run(["explain", *map(str, digit_files), "--out", "out", "--overlay"], tmp_path)
+    assert code == 0, err
+    assert "explained 7 of 7 inputs" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["model"] == "digits" and summary["composite"] == "epsilon-gamma-box"
+    for record, path in zip(summary["inputs"], digit_files, strict=True):
+        assert record["status"] == "ok"
+        label = int(path.stem.split("label")[1])
+        assert record["predicted"] == label  # the embedded model reads the user's files correctly
+        relevance = np.load(tmp_path / record["relevance"])
+        assert relevance.shape == (1, 8, 8)
+        assert abs(relevance.sum() - record["relevance_sum"]) < 1e-4
+        assert abs(record["explained_score"] - record["relevance_sum"] - record["absorbed"] - record["residual"]) < 1e-3
+        heat = np.asarray(Image.open(tmp_path / record["heatmap"]).convert("RGB")).astype(int)
+        assert heat.shape == (128, 128, 3)
+        small = heat[::16, ::16]  # one pixel per relevance cell
+        r = relevance[0]
+        red = (small[..., 0] > small[..., 2] + 10) & (small[..., 1] < 245)
+        blue = (small[..., 2] > small[..., 0] + 10) & (small[..., 1] < 245)
+        assert np.all(r[red] > 0) and np.all(r[blue] < 0)  # red exactly where relevance is positive
+        assert red.sum() > 0
+        strongest = np.unravel_index(np.abs(r).argmax(), r.shape)
+        assert tuple(small[strongest]) in ((255, 0, 0), (0, 0, 255))  # full colour at the max of |R|
+        assert Image.open(tmp_path / record["overlay"]).size == (128, 128)
+    csv_lines = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("file,status,predicted") and len(csv_lines) == 8
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_bad_inputs_get_one_line_each_and_the_rest_is_processed(tmp_path: Path, digit_files: list[Path]) -> None:
+    (tmp_path / "notimage.png").write_text("hello")
+    good = digit_files[0].read_bytes()
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    Image.fromarray(np.zeros((12, 12, 4), np.uint8), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray((np.arange(256, dtype=np.uint16) * 200).reshape(16, 16)).save(tmp_path / "deep16.png")
+    Image.new("1", (9000, 9000)).save(tmp_path / "bomb.png")  # 81 Mpx, a few kB on disk
+    args = ["explain", str(digit_files[0]), "notimage.png", "truncated.png", "missing.png", "rgba.png", "deep16.png",
+            "bomb.png", "nothing-*.png", "--out", "out"]  # fmt: skip
+    code, out, err = run(args, tmp_path)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert "error: notimage.png: not an image file PIL can read" in lines
+    assert any(line.startswith("error: truncated.png: corrupt or truncated image") for line in lines)
+    assert "error: missing.png: no such file" in lines
+    assert (
+        "error: bomb.png: image has more than 64,000,000 pixels; refusing to decode it (decompression-bomb guard)"
+        in lines
+    )
+    assert "error: pattern nothing-*.png matches no files" in lines
+    assert "note: rgba.png: composited RGBA on white, dropped alpha" in lines
+    assert "note: deep16.png: converted I;16 (16-bit) to 8-bit grey" in lines
+    assert "Traceback" not in err
+    assert "explained 3 of 8 inputs" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    status = {Path(r["file"]).name: r["status"] for r in summary["inputs"]}
+    assert status == {
+        digit_files[0].name: "ok", "notimage.png": "error", "truncated.png": "error", "missing.png": "error",
+        "rgba.png": "ok", "deep16.png": "ok", "bomb.png": "error",
+    }  # fmt: skip
+
+
+def test_existing_outputs_are_not_overwritten_without_force(tmp_path: Path, digit_files: list[Path]) -> None:
+    assert run(["explain", str(digit_files[0]), "--out", "out"], tmp_path)[0] == 0
+    heat = tmp_path / "out" / f"{digit_files[0].stem}_heatmap.png"
+    before = heat.read_bytes()
+    code, _, err = run(["explain", str(digit_files[0]), "--out", "out", "--composite", "epsilon"], tmp_path)
+    assert code == 2
+    expected = f"error: {Path('out') / heat.name} already exists; pass --force to overwrite it or choose another --out"
+    assert err.strip() == expected + " folder"
+    assert heat.read_bytes() == before
+    code, _, _ = run(["explain", str(digit_files[0]), "--out", "out", "--composite", "epsilon", "--force"], tmp_path)
+    assert code == 0 and heat.read_bytes() != before
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "result.png"
+
+    def failing(path: Path) -> None:
+        path.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, failing, force=False)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "resnet5000"], "error: unknown model 'resnet5000'; use 'digits', a torchvision name"),
+        (["--composite", "epsilon-gama"], "error: unknown composite 'epsilon-gama'; choose one of: lrp-0, epsilon,"),
+        (["--device", "cuda"], "error: device 'cuda' was requested but CUDA is not available here; use --device cpu."),
+        (["--target", "eleven"], "error: --target must be 'predicted', 'log-odds' or a class index, got 'eleven'"),
+        (["--target", "12"], "error: target 12 is out of range for a model with 10 outputs; valid classes are 0..9."),
+        (["--composite", "epsilon", "--gamma", "0.5"], "error: composite 'epsilon' does not take --gamma"),
+        (["--method", "magic"], "error: unknown method 'magic'; choose one of: lrp"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(
+    tmp_path: Path, digit_files: list[Path], args: list[str], message: str
+) -> None:
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    code, _, err = run(["explain", str(digit_files[0]), "--out", "out", *args], tmp_path)
+    assert code == 2
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_weights_that_do_not_match_name_the_first_key(tmp_path: Path, digit_files: list[Path]) -> None:
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, tmp_path / "resnet18.pt")
+    code, _, err = run(["explain", str(digit_files[0]), "--model", "resnet34", "--weights", "resnet18.pt"], tmp_path)
+    assert code == 2
+    assert err.strip() == (
+        "error: weights file resnet18.pt does not match architecture resnet34: key 'layer1.2.conv1.weight' is missing."
+    )
+    bad_shape = {k: v for k, v in state.items()}
+    bad_shape["fc.weight"] = torch.zeros(10, 512)
+    torch.save(bad_shape, tmp_path / "bad.pt")
+    code, _, err = run(["explain", str(digit_files[0]), "--model", "resnet18", "--weights", "bad.pt"], tmp_path)
+    assert "key 'fc.weight' has shape (10, 512), the architecture expects (1000, 512)." in err
+
+
+def test_torchvision_model_with_weights_file_and_colour_input(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=1000)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    code, _, err = run(
+        ["explain", "astronaut.png", "--model", "resnet18", "--weights", "weights.pt", "--out", "out", "--overlay"],
+        tmp_path,
+    )
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"][0]
+    relevance = np.load(tmp_path / record["relevance"])
+    assert relevance.shape == (3, 224, 224) and np.isfinite(relevance).all()
+    with torch.no_grad():
+        from relprop.models.loading import load_model
+
+        bundle = load_model("resnet18", tmp_path / "weights.pt")
+        expected = int(bundle.model(bundle.preprocess(Image.open(tmp_path / "astronaut.png"))[None]).argmax())
+    assert record["predicted"] == expected
+
+
+def test_pickled_model_file_and_factory_spec(
+    tmp_path: Path, digit_files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relprop.models.digits import load_digits_model
+
+    torch.save(load_digits_model(), tmp_path / "full_model.pt")
+    (tmp_path / "my_models.py").write_text(
+        "from relprop.models.digits import load_digits_model\n\ndef build():\n    return load_digits_model()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("full_model.pt", "my_models:build"):
+        out = f"out-{spec.replace(':', '-')}"
+        code, _, err = run(
+            [
+                "explain",
+                str(digit_files[1]),
+                "--model",
+                spec,
+                "--input-size",
+                "8",
+                "--mean",
+                "0",
+                "--std",
+                "1",
+                "--out",
+                out,
+            ],
+            tmp_path,
+        )
+        assert code == 0, err  # one --mean/--std value: a one-channel model at --input-size 8
+        record = json.loads((tmp_path / out / "summary.json").read_text())["inputs"][0]
+        assert np.load(tmp_path / record["relevance"]).shape == (1, 8, 8)
+    code, _, err = run(["explain", str(digit_files[1]), "--model", "my_models:build", "--out", "rgb"], tmp_path)
+    assert code == 2  # ImageNet defaults feed 3×224×224 to a one-channel 8×8 model
+    assert err.startswith("error: the model failed on inputs of shape (1, 3, 224, 224)") and "Traceback" not in err
+
+
+def test_demo_writes_the_contact_sheet(tmp_path: Path) -> None:
+    code, out, err = run(["demo", "--out", "demo", "--count", "3"], tmp_path)
+    assert code == 0, err
+    sheet = Image.open(tmp_path / "demo" / "contact_sheet.png")
+    assert sheet.size[0] > 400 and sheet.size[1] > 250
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert len(summary["digits"]) == 3
+    for digit in summary["digits"]:
+        assert digit["label"] == digit["predicted"]
+        for explanation in digit["explanations"].values():
+            assert abs(explanation["residual"]) < 1e-3
+    assert "contact sheet: demo/contact_sheet.png" in out
+
+
+def test_listings() -> None:
+    runner = CliRunner()
+    composites = runner.invoke(main, ["composites"])
+    assert composites.exit_code == 0 and "epsilon-gamma-box" in composites.stdout and "montavon" in composites.stdout
+    rules = runner.invoke(main, ["rules"])
+    assert (
+        rules.exit_code == 0
+        and "GammaRule" in rules.stdout
+        and "applies to: conv, conv_transpose, linear" in rules.stdout
+    )
+
+
+def test_console_script_exits_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*RELPROP, "explain", "missing.png", "--model", "nope"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown model 'nope'") and "Traceback" not in proc.stderr
+
+
+def test_timm_model_with_weights_file_and_grey_input(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=1000)
+    torch.save(model.state_dict(), tmp_path / "timm.pt")
+    from skimage import data
+
+    Image.fromarray(data.camera()).save(tmp_path / "camera.png")  # a real grey-level photo
+    code, _, err = run(
+        ["explain", "camera.png", "--model", "timm:resnet10t", "--weights", "timm.pt", "--out", "out"], tmp_path
+    )
+    assert code == 0, err
+    assert "note: camera.png: grey-level image repeated on three channels for an RGB model" in err
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"][0]
+    assert np.load(tmp_path / record["relevance"]).shape[0] == 3
+
+
+def test_unknown_torchvision_weights_name_lists_the_valid_ones(tmp_path: Path, digit_files: list[Path]) -> None:
+    code, _, err = run(["explain", str(digit_files[0]), "--model", "resnet18", "--weights", "IMAGENET9K"], tmp_path)
+    assert code == 2
+    assert err.startswith(
+        "error: unknown weights 'IMAGENET9K' for resnet18; pass a state_dict file or one of: DEFAULT,"
+    )
+    assert "IMAGENET1K_V1" in err
