@@ -389,13 +389,12 @@ class GammaRule(LinearRule):
 
     def prepare(self, weight: Tensor, bias: Tensor | None) -> Prepared:
         g = self.gamma
-        b_pos, b_neg = _bias_parts(bias)
+        b_pos = None if bias is None else bias.clamp(min=0)
         return {
             "weight": weight,
             "bias": bias,
             "weight_pos_gamma": weight + g * weight.clamp(min=0),
             "bias_pos_gamma": None if bias is None else bias + g * b_pos,  # type: ignore[operator]
-            "bias_neg_gamma": None if bias is None else bias + g * b_neg,  # type: ignore[operator]
         }
 
     def propagate(
@@ -410,7 +409,7 @@ class GammaRule(LinearRule):
         g, eps = self.gamma, self.stabilizer
         weight, bias = prepared["weight"], prepared["bias"]
         w_pos = prepared["weight_pos_gamma"]
-        b_pos, b_neg = prepared["bias_pos_gamma"], prepared["bias_neg_gamma"]
+        b_pos = prepared["bias_pos_gamma"]
         nonnegative = _nonnegative(x, hints)
         negative_outputs = not hints.output_after_relu and bool((y < 0).any())
         if nonnegative and not negative_outputs:
@@ -421,25 +420,29 @@ class GammaRule(LinearRule):
             return Propagation(
                 grad=op.vjp(s_pos, w_pos, x), bias_relevance=channel_constant_relevance(s_pos, b_pos, op)
             )
-        w_neg = _lazy(prepared, "weight_neg_gamma", lambda: weight + g * weight.clamp(max=0))
         w_abs = _lazy(prepared, "weight_abs", weight.abs)
-        # a⁺w⁺ + a⁻w⁻ = (Wa + |W||a|)/2 and a⁺w⁻ + a⁻w⁺ = (Wa − |W||a|)/2, so
-        # z₊ = (1 + γ/2) Wa + (γ/2)|W||a| + b + γb⁺ ≥ y and z₋ = (1 + γ/2) Wa − (γ/2)|W||a| + b + γb⁻ ≤ y.
-        half_magnitude = op.apply(x if nonnegative else x.abs(), w_abs).mul_(0.5 * g)
-        base = (y - _view(op, bias, y)).mul_(1 + 0.5 * g)
-        z_pos = (base + half_magnitude).add_(_view(op, b_pos, y)).clamp_(min=0).add_(eps)
-        z_neg = base.sub_(half_magnitude).add_(_view(op, b_neg, y)).clamp_(max=0).sub_(eps)
-        del half_magnitude
-        s_pos = _relevance_ratio_(z_pos, y, grad).masked_fill_(y <= 0, 0.0)
-        s_neg = _relevance_ratio_(z_neg, y, grad).masked_fill_(y >= 0, 0.0)
-        if nonnegative:
-            grad_x = op.vjp(s_pos, w_pos, x).add_(op.vjp(s_neg, w_neg, x))
-        else:
-            # x⁺(Aᵀs₊ + Bᵀs₋) + x⁻(Bᵀs₊ + Aᵀs₋) with A = W + γW⁺, B = W + γW⁻.
-            common = op.vjp(s_pos + s_neg, weight, x).mul_(1 + 0.5 * g)
-            signed = op.vjp(s_pos - s_neg, w_abs, x).mul_(0.5 * g).mul_(torch.sign(x))
-            grad_x = common.add_(signed)
-        return Propagation(grad=grad_x, bias_relevance=_sum_relevance(s_pos, b_pos, s_neg, b_neg, op, 1.0))
+        # With m = |W||a|: a⁺w⁺ + a⁻w⁻ = (Wa + m)/2 and a⁺w⁻ + a⁻w⁺ = (Wa − m)/2, so the two
+        # denominators are z± = (1 + γ/2) y ± (γ/2)(m + |b|), and z₊ ≥ y > 0, z₋ ≤ y < 0 where they
+        # are used. Positive and negative outputs never overlap: one buffer holds
+        # s = R / stab(z_sign(y)), i.e. s₊ + s₋, and d = s·sign(y) = s₊ − s₋.
+        z = op.apply(x if nonnegative else x.abs(), w_abs)
+        if bias is not None:
+            z.add_(op.bias_view(bias.abs(), z))
+        z.mul_(0.5 * g).add_(eps).copysign_(y).add_(y, alpha=1 + 0.5 * g)
+        s = _relevance_ratio_(z, y, grad)
+        d = torch.where(y < 0, -s, s)
+        # Aᵀs₊ + Bᵀs₋ = (1 + γ/2) Wᵀs + (γ/2)|W|ᵀd for a > 0 (and with −(γ/2)|W|ᵀd for a < 0).
+        signed = op.vjp(d, w_abs, x).mul_(0.5 * g)
+        if not nonnegative:
+            signed.mul_(torch.sign(x))
+        grad_x = op.vjp(s, weight, x).mul_(1 + 0.5 * g).add_(signed)
+        bias_rel = None
+        if bias is not None:
+            # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
+            bias_rel = channel_constant_relevance(s, bias * (1 + 0.5 * g), op) + channel_constant_relevance(
+                d, bias.abs() * (0.5 * g), op
+            )
+        return Propagation(grad=grad_x, bias_relevance=bias_rel)
 
 
 class AlphaBetaRule(LinearRule):
