@@ -591,13 +591,9 @@ class _Dispatcher:
     def _bn_affine(bound: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Eval-mode batch norm as ``x ⊙ scale + shift``, both shaped to broadcast over channels."""
         x = bound["input"]
-        mean, var = bound["running_mean"].detach(), bound["running_var"].detach()
-        scale = torch.rsqrt(var + bound["eps"])
-        if bound["weight"] is not None:
-            scale = scale * bound["weight"].detach()
-        shift = -mean * scale
-        if bound["bias"] is not None:
-            shift = shift + bound["bias"].detach()
+        scale, shift = batchnorm_scale_shift(
+            bound["running_mean"], bound["running_var"], bound["weight"], bound["bias"], bound["eps"]
+        )
         shape = (1, -1, *([1] * (x.dim() - 2)))
         return scale.to(x.dtype).view(shape), shift.to(x.dtype).view(shape)
 
@@ -723,6 +719,19 @@ class _Dispatcher:
         if isinstance(result, Tensor) and _carries(result):
             return Probe.apply(result, entry, "out")
         return result
+
+
+def batchnorm_scale_shift(
+    mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """An eval-mode batch norm as ``x ⊙ scale + shift`` (per channel, detached)."""
+    scale = torch.rsqrt(var.detach() + eps)
+    if weight is not None:
+        scale = scale * weight.detach()
+    shift = -mean.detach() * scale
+    if bias is not None:
+        shift = shift + bias.detach()
+    return scale, shift
 
 
 def _call_with(fn: Callable[..., Any], rest: tuple[Any, ...], kw: dict[str, Any], x: Tensor) -> Tensor:
@@ -935,12 +944,7 @@ class Explainer:
         cached = self._cache.get(key)  # type: ignore[arg-type]
         if cached is not None and cached[0] == versions:
             return cached[1]  # type: ignore[no-any-return]
-        scale = torch.rsqrt(var.detach() + eps)
-        if bn_weight is not None:
-            scale = scale * bn_weight.detach()
-        shift = -mean.detach() * scale
-        if bn_bias is not None:
-            shift = shift + bn_bias.detach()
+        scale, shift = batchnorm_scale_shift(mean, var, bn_weight, bn_bias, eps)
         shape = [1] * weight.dim()
         if op.kind == "conv_transpose":
             shape[1] = -1
@@ -956,12 +960,7 @@ class Explainer:
         assert rec.merge_bn is not None
         mean, var, bn_weight, bn_bias, eps = ops[rec.merge_bn].bn_params  # type: ignore[misc]
         assert mean is not None and var is not None
-        scale = torch.rsqrt(var.detach() + eps)
-        if bn_weight is not None:
-            scale = scale * bn_weight.detach()
-        shift = -mean.detach() * scale
-        if bn_bias is not None:
-            shift = shift + bn_bias.detach()
+        scale, shift = batchnorm_scale_shift(mean, var, bn_weight, bn_bias, eps)
         return shift if bias is None else bias.detach() * scale + shift
 
     def _prepared(
