@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from . import aten as _aten
 from . import composites as _composites
 from ._autograd import (
     AffineWithFactor,
@@ -285,10 +286,15 @@ class _Dispatcher:
             n_tensors += 1
         if not carrying:
             return func(*args, **kwargs)
+        if isinstance(func, torch._ops.OpOverload):
+            # Graphs of ATen operators (converted TorchScript): see them as the functional calls.
+            func, args, kwargs = _aten.normalize(func, args, kwargs)
         if func is torch.Tensor.__iter__:
             # Iterating yields slices without torch calls we could see: unbind explicitly.
             return iter(self.handle(torch.unbind, (args[0], 0), {}))
         kind = classify(func, [c[0] for c in carrying], n_tensors)
+        if kind == "unknown" and _aten.is_exact(func):
+            kind = "exact"
         if st.mode == "plan":
             return self._record(func, kind, args, kwargs, carrying)
         return self._replay(func, kind, args, kwargs, carrying)

@@ -308,6 +308,8 @@ def describe_function(func: Callable[..., Any]) -> str:
     """Return a readable dotted name such as ``torch.nn.functional.conv2d`` for a torch function."""
     if func in CONV_FUNCS or func in CONV_TRANSPOSE_FUNCS:
         return f"torch.nn.functional.{func.__name__}"
+    if isinstance(func, torch._ops.OpOverload):
+        return f"torch.ops.{func.name().replace('::', '.')}"
     qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     name = getattr(func, "__name__", qualname)
     module = getattr(func, "__module__", None)

@@ -19,6 +19,7 @@ of pixel values in ``[0, 1]``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 from collections.abc import Callable, Sequence
@@ -266,26 +267,52 @@ def _factory_bundle(spec: str, weights: str | None) -> nn.Module:
     return model
 
 
-def _file_model(path: Path) -> nn.Module:
+def _file_model(path: Path, example_shape: tuple[int, ...]) -> tuple[nn.Module, list[str]]:
+    """A model saved whole: a TorchScript archive (converted) or a pickled ``nn.Module``."""
+    if _is_torchscript(path):
+        return _torchscript_model(path, example_shape), [
+            "converted the TorchScript archive to a graph of ATen operators for relprop to follow"
+        ]
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        if _is_torchscript(path):
-            raise ConfigurationError(
-                f"{path} is a TorchScript archive; TorchScript runs outside Python, where relprop cannot see the "
-                "model's operations — save the model with torch.save(model) or give its architecture and a "
-                "state_dict."
-            ) from None
         raise ConfigurationError(
             f"{path} could not be loaded as a saved model ({type(exc).__name__}: {exc})."
         ) from None
     if isinstance(loaded, nn.Module):
-        return loaded
+        return loaded, ["loaded a pickled model: only load files you trust"]
     if isinstance(loaded, dict):
         raise ConfigurationError(
             f"{path} holds a state_dict, not a model; pass the architecture with --model and this file with --weights."
         )
     raise ConfigurationError(f"{path} holds a {type(loaded).__name__}, not a torch.nn.Module.")
+
+
+def _torchscript_model(path: Path, example_shape: tuple[int, ...]) -> nn.Module:
+    """Load a TorchScript archive and convert it to an FX graph of ATen operators.
+
+    TorchScript runs in its own interpreter, out of sight of relprop's per-call tracing; the
+    converted graph calls the same operators from Python (relprop.aten maps them to the rules).
+    The example batch has two samples so that the batch dimension stays dynamic.
+    """
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ConfigurationError(f"{path} could not be loaded as TorchScript ({type(exc).__name__}: {exc}).") from None
+    try:
+        import warnings
+
+        from torch._export.converter import TS2EPConverter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = TS2EPConverter(scripted, (torch.zeros(2, *example_shape[1:]),)).convert()
+        return program.module()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{path} is TorchScript that could not be converted for relprop ({type(exc).__name__}); save the model "
+            "with torch.save(model) or give its architecture and a state_dict, or check --input-size."
+        ) from None
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -324,10 +351,10 @@ def load_model(
         path = Path(spec)
         if not path.is_file():
             raise ConfigurationError(f"model file {path} does not exist.")
-        model = _file_model(path)
-        bundle = _generic_bundle(
-            model, spec, input_size, mean, std, ["loaded a pickled model: only load files you trust"]
-        )
+        channels = len(mean) if mean else 3
+        size = input_size or 224
+        model, notes = _file_model(path, (1, channels, size, size))
+        bundle = _generic_bundle(model, spec, input_size, mean, std, notes)
     elif re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
         model = _factory_bundle(spec, weights_str)
         bundle = _generic_bundle(model, spec, input_size, mean, std, [])
@@ -339,7 +366,10 @@ def load_model(
     known_preprocessing = spec == "digits" or spec.startswith("timm:") or spec in _torchvision_names()
     if known_preprocessing and (input_size is not None or mean is not None or std is not None):
         bundle = _override_preprocessing(bundle, input_size, mean, std)
-    bundle.model = bundle.model.eval().to(device)
+    # Graphs converted from TorchScript are inference graphs already and refuse eval().
+    with contextlib.suppress(NotImplementedError):
+        bundle.model.eval()
+    bundle.model = bundle.model.to(device)
     return bundle
 
 
