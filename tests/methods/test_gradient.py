@@ -65,7 +65,7 @@ def test_targets_are_resolved_like_lrp() -> None:
 def test_bad_targets_raise_the_lrp_errors() -> None:
     model = maxpool_net()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
-    for method in ("gradient", "smoothgrad", "occlusion", "integrated-gradients"):
+    for method in ("gradient", "smoothgrad", "occlusion", "deeplift", "guided-backprop"):
         with pytest.raises(relprop.TargetError, match="target 5 is out of range for a model with 5 outputs"):
             relprop.explain(model, x, 5, method=method)
         with pytest.raises(relprop.TargetError, match="got 3 target indices for a batch of 2"):
