@@ -214,6 +214,7 @@ def resolve(name_or_spec: str) -> tuple[str, dict[str, Any]]:
 
 # Importing the method modules registers them (listings follow _ORDER).
 from . import (  # noqa: E402, F401
+    deep_taylor,
     deeplift,
     gradient,
     guided,
