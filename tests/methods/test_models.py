@@ -29,14 +29,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _check(model: torch.nn.Module, x: torch.Tensor, rtol: float, bounds: dict[str, float]) -> None:
+def _check(
+    model: torch.nn.Module, x: torch.Tensor, rtol: float, bounds: dict[str, float], patch: int | None = None
+) -> None:
     assert {name.split(":")[0] for name in SETTINGS} == set(methods.names())
     with torch.no_grad():
         predicted = model(x).argmax(1)
     before = snapshot(model)
     for name, params in SETTINGS.items():
         method = name.split(":")[0]
-        extra = bounds if method in ("lrp", "deep-taylor") else {}
+        extra: dict[str, Any] = dict(bounds) if method in ("lrp", "deep-taylor") else {}
+        if method == "occlusion" and patch is not None:
+            extra["patch"] = patch
         result = relprop.explain(model, x, method=method, **params, **extra)
         assert result.relevance.shape == x.shape and bool(torch.isfinite(result.relevance).all()), name
         assert torch.equal(result.target, predicted), name
@@ -56,4 +60,4 @@ def test_every_method_on_the_embedded_digits_model() -> None:
 def test_every_method_on_full_size_torchvision_models(name: str) -> None:
     model = torchvision_model(name)
     x = torch.randn(2, 3, 224, 224)
-    _check(model, x, 1e-3, {"low": -2.2, "high": 2.7})  # float32
+    _check(model, x, 1e-3, {"low": -2.2, "high": 2.7}, patch=56)  # float32; 16 occlusion windows

@@ -67,6 +67,9 @@ def test_each_feature_gets_the_score_drop_of_its_window() -> None:
     shifted = relprop.explain(model, x, 1, method="occlusion", patch=6, value=value)
     drop = (model.weight[1].detach() * (x - value)).sum(1, keepdim=True).expand(3, 6)
     assert torch.allclose(shifted.relevance, drop)
+    mean = relprop.explain(model, x, 1, method="occlusion", patch=6, value="mean")
+    drop = (model.weight[1].detach() * (x - x.mean(1, keepdim=True))).sum(1, keepdim=True).expand(3, 6)
+    assert torch.allclose(mean.relevance, drop)
 
 
 def test_invalid_windows() -> None:
@@ -75,5 +78,9 @@ def test_invalid_windows() -> None:
         relprop.explain(model, x, method="occlusion", patch=9)
     with pytest.raises(relprop.ConfigurationError, match=r"stride .* is larger than the patch"):
         relprop.explain(model, x, method="occlusion", patch=2, stride=3)
+    with pytest.raises(relprop.ConfigurationError, match="value must be a number, 'blurred', 'mean' or a tensor"):
+        relprop.explain(model, x, method="occlusion", value=None)
+    with pytest.raises(relprop.ConfigurationError, match="value must be one of 'zeros', 'blurred', 'mean'"):
+        relprop.explain(model, x, method="occlusion", value="grey")
     with pytest.raises(relprop.ConfigurationError, match="patch must be a positive integer or a tuple of 2"):
         relprop.explain(model, x, method="occlusion", patch=(2, 2, 2, 2))

@@ -55,7 +55,8 @@ def occlusion(
     *,
     patch: int | tuple[int, ...] | None = None,
     stride: int | tuple[int, ...] | None = None,
-    value: float | Tensor = 0.0,
+    value: float | str | Tensor = 0.0,
+    blur_sigma: float = 5.0,
     batch_size: int = 32,
 ) -> Explanation:
     r"""Occlusion: :math:`R_i` = mean over the windows covering ``i`` of :math:`s(x) - s(x_{[w \leftarrow v]})`.
@@ -73,8 +74,12 @@ def occlusion(
         Step between windows, shaped like ``patch``; at most the patch size, so that no
         feature is skipped. ``None``: the patch size (windows that tile the input).
     value
-        What an occluded feature becomes: a number, or a tensor shaped like the inputs or one
-        input (e.g. a blurred image).
+        What an occluded feature becomes: a number; ``"blurred"`` or ``"mean"`` (the feature
+        of the blurred input or of its channel mean, as the baselines of
+        :func:`relprop.methods._common.make_baseline`); or a tensor shaped like the inputs or
+        like one input.
+    blur_sigma
+        Standard deviation in pixels of the ``"blurred"`` value.
     batch_size
         Model inputs per forward pass.
 
@@ -105,9 +110,9 @@ def occlusion(
                 f"occlusion stride {full_stride} is larger than the patch {full_patch}, which would skip features; "
                 "use a stride of at most the patch size."
             )
-    fill = _common.make_baseline(value, x, "value") if isinstance(value, Tensor) else value
-    if not isinstance(fill, (Tensor, int, float)) or isinstance(fill, bool):
-        raise ConfigurationError(f"occlusion value must be a number or a tensor, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, (Tensor, str, int, float)):
+        raise ConfigurationError(f"occlusion value must be a number, 'blurred', 'mean' or a tensor, got {value!r}.")
+    fill = value if isinstance(value, (int, float)) else _common.make_baseline(value, x, "value", blur_sigma)
 
     batch = x.shape[0]
     with torch.no_grad():
