@@ -2,48 +2,223 @@
 
 Each method is a function ``fn(model, inputs, target=None, **params) -> Explanation`` that
 leaves the model untouched. ``"lrp"`` (the default of :func:`relprop.explain`) is the LRP
-engine itself.
+engine itself. All methods resolve ``target`` exactly like LRP and return the same
+:class:`relprop.Explanation`: ``relevance`` shaped like the inputs, the model ``output``, the
+explained ``target``, a ledger (``score``: what the method explains per sample;
+``input_relevance``: the sum of the attribution) and method diagnostics in ``info``.
+
+================================  ===========================================================
+``gradient``                      the gradient (saliency); ``absolute=True`` for its magnitude
+``gradient-x-input``              input ⊙ gradient
+``smoothgrad``                    gradient averaged over noisy copies of the input
+``integrated-gradients``          path integral of the gradient from a baseline
+``guided-backprop``               gradient with ReLUs passing only positive gradient where active
+``deconvnet``                     gradient with ReLUs passing only positive gradient
+``occlusion``                     score drop when a sliding patch is replaced by a value
+``deeplift``                      DeepLIFT against a reference (rescale or RevealCancel rule)
+``deep-taylor``                   Deep Taylor decomposition: z⁺ on every layer, z^B at the input
+================================  ===========================================================
+
+:func:`resolve` turns a command-line spec such as ``"smoothgrad:n=20,sigma=0.1"`` into a
+method name and its parameters.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["describe", "get", "names", "register"]
+__all__ = ["describe", "get", "names", "parameters", "register", "resolve"]
 
 Method = Callable[..., Any]
-_REGISTRY: dict[str, tuple[Method, str]] = {}
+_REGISTRY: dict[str, tuple[Method, str, tuple[str, ...]]] = {}
+# Every method's own leading arguments; the rest are its parameters.
+_CALL_ARGUMENTS = ("model", "inputs", "target")
+# What "lrp" accepts besides the composite's own parameters (relprop.explain / Explainer options).
+_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast")
+# A spec may name one parameter without "key=": "lrp:epsilon-gamma-box", "deeplift:reveal-cancel".
+_SHORTHAND = {"lrp": "composite", "deeplift": "rule"}
+# Listing order of the built-in methods; methods registered later follow in registration order.
+_ORDER = (
+    "gradient",
+    "gradient-x-input",
+    "smoothgrad",
+    "integrated-gradients",
+    "guided-backprop",
+    "deconvnet",
+    "occlusion",
+    "deeplift",
+    "deep-taylor",
+)
 
 
 def register(name: str, description: str) -> Callable[[Method], Method]:
-    """Register ``fn`` as the method ``name`` (one-line ``description`` for listings)."""
+    """Register ``fn`` as the method ``name`` (one-line ``description`` for listings).
+
+    The registered function rejects parameters it does not take with a
+    :class:`~relprop.errors.ConfigurationError` that lists the ones it does.
+    """
 
     def decorator(fn: Method) -> Method:
-        _REGISTRY[name] = (fn, description)
+        accepted = tuple(p for p in inspect.signature(fn).parameters if p not in _CALL_ARGUMENTS)
+
+        @functools.wraps(fn)
+        def checked(model: Any, inputs: Any, target: Any = None, **params: Any) -> Any:
+            unknown = sorted(set(params) - set(accepted))
+            if unknown:
+                raise ConfigurationError(
+                    f"method {name!r} does not take {', '.join(unknown)}; {_listing(accepted, 'its parameters are')}."
+                )
+            return fn(model, inputs, target, **params)
+
+        _REGISTRY[name] = (checked, description, accepted)
         return fn
 
     return decorator
 
 
+def _listing(params: tuple[str, ...], lead: str) -> str:
+    return f"{lead} {', '.join(params)}" if params else "it takes no parameters"
+
+
+def _ordered() -> list[str]:
+    builtin = [n for n in _ORDER if n in _REGISTRY]
+    return builtin + [n for n in _REGISTRY if n not in _ORDER]
+
+
 def names() -> list[str]:
     """Names of the available methods, ``"lrp"`` first."""
-    return ["lrp", *_REGISTRY]
+    return ["lrp", *_ordered()]
 
 
 def describe() -> list[tuple[str, str]]:
     """``(name, description)`` of every method."""
     return [
         ("lrp", "Layer-wise Relevance Propagation with a composite of rules"),
-        *((n, d) for n, (_, d) in _REGISTRY.items()),
+        *((n, _REGISTRY[n][1]) for n in _ordered()),
     ]
+
+
+def parameters(name: str, composite: str | None = None) -> tuple[str, ...]:
+    """The parameters method ``name`` accepts (for ``"lrp"``: the options and those of ``composite``)."""
+    if name == "lrp":
+        from .. import composites
+
+        if composite is not None and composite in composites.names():
+            own = next(p for n, _, p in composites.describe() if n == composite)
+        else:
+            own = tuple(sorted({p for _, _, ps in composites.describe() for p in ps}))
+        return (*_LRP_OPTIONS, *own)
+    _check_name(name)
+    return _REGISTRY[name][2]
+
+
+def _check_name(name: str) -> None:
+    if name != "lrp" and name not in _REGISTRY:
+        raise ConfigurationError(f"unknown method {name!r}; choose one of: {', '.join(names())}.")
 
 
 def get(name: str) -> Method:
     """The method function registered as ``name``."""
+    _check_name(name)
+    if name == "lrp":
+        raise ConfigurationError("method 'lrp' is relprop.explain itself (or relprop.Explainer); call that.")
+    return _REGISTRY[name][0]
+
+
+_INT = re.compile(r"[+-]?\d+")
+_TUPLE = re.compile(r"\d+(x\d+)+")
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered == "none":
+        return None
+    if _INT.fullmatch(text):
+        return int(text)
+    if _TUPLE.fullmatch(lowered):
+        return tuple(int(v) for v in lowered.split("x"))
     try:
-        return _REGISTRY[name][0]
-    except KeyError:
-        raise ConfigurationError(f"unknown method {name!r}; choose one of: {', '.join(names())}.") from None
+        return float(text)
+    except ValueError:
+        return text
+
+
+def resolve(name_or_spec: str) -> tuple[str, dict[str, Any]]:
+    """Parse a method spec ``NAME[:PARAMS]`` into ``(method name, parameters)``.
+
+    ``PARAMS`` is a comma-separated list of ``key=value``; values become booleans
+    (``true``/``false``), ``None`` (``none``), integers, tuples of integers (``4x4``), floats
+    or else strings. For ``lrp`` the first item may be a composite name and for ``deeplift``
+    a rule name, without ``key=``.
+
+    Examples
+    --------
+    >>> resolve("lrp:epsilon-gamma-box,gamma=0.5")
+    ('lrp', {'composite': 'epsilon-gamma-box', 'gamma': 0.5})
+    >>> resolve("smoothgrad:n=20,sigma=0.1")
+    ('smoothgrad', {'n': 20, 'sigma': 0.1})
+    >>> resolve("occlusion:patch=4x4,stride=2")
+    ('occlusion', {'patch': (4, 4), 'stride': 2})
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown method, a malformed item, a repeated or unknown parameter.
+    """
+    if not isinstance(name_or_spec, str) or not name_or_spec.strip():
+        raise ConfigurationError(
+            f"a method spec must be a non-empty string like 'smoothgrad:n=20', got {name_or_spec!r}."
+        )
+    spec = name_or_spec.strip()
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    _check_name(name)
+    params: dict[str, Any] = {}
+    items = [item.strip() for item in rest.split(",")] if rest.strip() else []
+    for position, item in enumerate(items):
+        if not item:
+            raise ConfigurationError(f"method spec {spec!r} has an empty item; separate parameters with single commas.")
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq:
+            shorthand = _SHORTHAND.get(name)
+            if position != 0 or shorthand is None:
+                raise ConfigurationError(
+                    f"method spec {spec!r}: item {item!r} is not key=value; write e.g. "
+                    f"'{name}:{(parameters(name) or ('key',))[0]}=...'."
+                )
+            key, value = shorthand, item
+        if not key or not value:
+            raise ConfigurationError(f"method spec {spec!r}: item {item!r} needs both a name and a value (key=value).")
+        if key in params:
+            raise ConfigurationError(f"method spec {spec!r} gives {key!r} twice; give each parameter once.")
+        params[key] = value if key in ("composite", "rule") else _parse_value(value)
+    accepted = parameters(name, params.get("composite"))
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise ConfigurationError(
+            f"method {name!r} does not take {', '.join(unknown)}; {_listing(accepted, 'its parameters are')}."
+        )
+    return name, params
+
+
+# Importing the method modules registers them (listings follow _ORDER).
+from . import (  # noqa: E402, F401
+    deep_taylor,
+    deeplift,
+    gradient,
+    guided,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+)

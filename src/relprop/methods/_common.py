@@ -1,0 +1,273 @@
+r"""Plumbing shared by the attribution methods: inputs, targets, scores, baselines and results.
+
+Every method explains the same scalar per sample as LRP does. The target is resolved once,
+at the inputs, by :func:`relprop.targets.initial_relevance` into an initial gradient ``g`` at
+the model output ``z``; the explained score of any input ``x'`` is then
+
+.. math::
+
+    s(x') = \sum_k g_k\, z_k(x'),
+
+which is the logit ``z_c`` for a class target, ``z_c - z_k`` for a contrast, and
+``Σ R/z ⊙ z(x')`` for an initial-relevance tensor. Methods that move away from the inputs
+(Integrated Gradients, SmoothGrad, occlusion, DeepLIFT) evaluate this same ``s`` at the
+points they visit, so that every method answers the same question.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import match
+from ..composites import Composite
+from ..engine import _model_device, _select_output
+from ..errors import ConfigurationError, ModelStateError
+from ..explanation import Explanation
+from ..ledger import Ledger
+from ..ops import ACTIVATION_FUNCS, INPLACE_TO_OUT_OF_PLACE, RELU_FUNCS
+from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
+from ..targets import TopLayer, initial_relevance
+
+__all__ = [
+    "BASELINES",
+    "check_eval",
+    "chunks",
+    "explanation",
+    "make_baseline",
+    "out_of_place",
+    "plain_gradient_composite",
+    "prepare_inputs",
+    "resolve_target",
+    "scores",
+    "scores_and_gradients",
+]
+
+#: Names accepted for a baseline (Integrated Gradients) or reference (DeepLIFT).
+BASELINES = ("zeros", "blurred", "mean")
+
+
+def prepare_inputs(model: nn.Module, inputs: Any) -> Tensor:
+    """Check ``inputs`` (a non-empty floating-point batch) and move it to the model's device."""
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(inputs, Tensor):
+        raise ConfigurationError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}.")
+    if not inputs.is_floating_point():
+        raise ConfigurationError(
+            f"inputs must be a floating-point tensor, got dtype {inputs.dtype}; convert images with .float()."
+        )
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ConfigurationError(f"inputs must have a non-empty batch dimension, got shape {tuple(inputs.shape)}.")
+    device = _model_device(model)
+    return (inputs if device is None else inputs.to(device)).detach()
+
+
+def check_eval(model: nn.Module) -> None:
+    """Refuse models whose forward pass would change them or mix samples (training-mode batch norm, dropout).
+
+    The LRP engine checks the same when it meets such an operation; methods that run the model
+    through plain autograd check the modules up front, so that no forward pass updates running
+    statistics (which would modify the model).
+    """
+    for path, module in model.named_modules():
+        where = f"'{path or '(model)'}' ({type(module).__name__})"
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
+            raise ModelStateError(
+                f"batch norm at {where} normalises with batch statistics (training mode or no running "
+                "statistics); call model.eval() before explaining."
+            )
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+            raise ModelStateError(f"dropout at {where} is active (training mode); call model.eval() before explaining.")
+
+
+def forward(model: nn.Module, x: Tensor) -> Tensor:
+    """The model's scores for ``x`` (the tensor it returns, or its ``.logits``)."""
+    return _select_output(model(x))
+
+
+def resolve_target(output: Tensor, target: Any) -> TopLayer:
+    """Resolve ``target`` at the model output exactly as LRP does (same forms, same errors)."""
+    return initial_relevance(output, target)
+
+
+def expand_head(grad: Tensor, repeats: int) -> Tensor:
+    """The initial gradient of a batch repeated ``repeats`` times (blocks of the whole batch)."""
+    return grad.repeat(repeats, *([1] * (grad.dim() - 1)))
+
+
+def scores(model: nn.Module, x: Tensor, head_grad: Tensor) -> Tensor:
+    """``s(x) = Σ_k g_k z_k(x)`` per sample, without gradients (``head_grad`` matches ``x``'s batch)."""
+    with torch.no_grad():
+        out = forward(model, x)
+        return per_sample_sum(out * head_grad.to(out.dtype))
+
+
+def scores_and_gradients(model: nn.Module, x: Tensor, head_grad: Tensor) -> tuple[Tensor, Tensor]:
+    """``s(x)`` per sample and its gradient ``∇s(x)`` in one forward and one backward pass."""
+    leaf = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = forward(model, leaf)
+        grad_out = head_grad.to(out.dtype)
+        (grad,) = torch.autograd.grad(out, leaf, grad_out, allow_unused=True)
+    value = per_sample_sum(out.detach() * grad_out)
+    return value, torch.zeros_like(leaf) if grad is None else grad
+
+
+def chunks(total: int, size: int) -> Iterator[range]:
+    """Consecutive ranges of at most ``size`` items covering ``range(total)``."""
+    for start in range(0, total, size):
+        yield range(start, min(start + size, total))
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """Validate the number of model inputs evaluated per forward pass."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    return batch_size
+
+
+def explanation(
+    relevance: Tensor,
+    output: Tensor,
+    target: Tensor,
+    score: Tensor,
+    info: dict[str, Any],
+) -> Explanation:
+    """Wrap a method's attribution as an :class:`Explanation` with a ledger without per-layer entries.
+
+    ``score`` is what the method explains per sample (for baseline methods ``s(x) - s(x̄)``), and
+    the ledger's input relevance is ``Σ relevance``, so ``ledger.residual`` is the part of the
+    score the attribution misses.
+    """
+    relevance = relevance.detach()
+    ledger = Ledger(score=score.detach(), input_relevance=per_sample_sum(relevance))
+    return Explanation(relevance=relevance, output=output.detach(), target=target, ledger=ledger, info=info)
+
+
+# -- baselines -------------------------------------------------------------------------------------
+def make_baseline(spec: Any, x: Tensor, name: str = "baseline", blur_sigma: float = 5.0) -> Tensor:
+    """A baseline (reference input) for each sample of ``x``, shaped like ``x``.
+
+    Parameters
+    ----------
+    spec
+        ``"zeros"``; ``"blurred"`` (each sample blurred by a Gaussian of standard deviation
+        ``blur_sigma`` pixels over its spatial dimensions, edges replicated); ``"mean"`` (each
+        channel filled with its mean over the sample's other dimensions; for ``(N, F)`` inputs the
+        mean over the features); a number (a constant input); or a tensor shaped like ``x``, like
+        one sample, or broadcastable to ``x``.
+    x
+        The inputs.
+    name
+        The parameter's name, for error messages.
+    blur_sigma
+        Standard deviation of the blur in pixels.
+    """
+    if isinstance(spec, Tensor):
+        t = spec.detach().to(device=x.device, dtype=x.dtype)
+        if tuple(t.shape) == tuple(x.shape[1:]) and t.dim() == x.dim() - 1:
+            t = t.unsqueeze(0)
+        try:
+            return t.expand_as(x).clone()
+        except RuntimeError:
+            raise ConfigurationError(
+                f"{name} has shape {tuple(t.shape)}, which does not fit inputs of shape {tuple(x.shape)}; pass a "
+                "tensor shaped like the inputs or like one sample."
+            ) from None
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return torch.full_like(x, float(spec))
+    if spec in ("zeros", "zero"):
+        return torch.zeros_like(x)
+    if spec == "mean":
+        if x.dim() == 1:
+            return x.clone()  # one feature per sample: its own mean
+        first_averaged = 1 if x.dim() == 2 else 2
+        return x.mean(dim=tuple(range(first_averaged, x.dim())), keepdim=True).expand_as(x).clone()
+    if spec in ("blurred", "blur"):
+        if x.dim() < 3:
+            raise ConfigurationError(
+                f"{name}='blurred' needs inputs with spatial dimensions (N, C, ...), got shape {tuple(x.shape)}; "
+                "use 'zeros', 'mean' or a tensor."
+            )
+        return gaussian_blur(x, blur_sigma)
+    raise ConfigurationError(
+        f"{name} must be one of {', '.join(repr(b) for b in BASELINES)}, a number or a tensor, got {spec!r}."
+    )
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Blur each channel of ``x`` (``(N, C, *spatial)``) with a separable Gaussian of std ``sigma`` pixels."""
+    if not sigma > 0:
+        raise ConfigurationError(f"blur_sigma must be > 0, got {sigma!r}.")
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    out = x
+    for dim in range(2, x.dim()):
+        moved = out.movedim(dim, -1)
+        shape = moved.shape
+        rows = moved.reshape(-1, 1, shape[-1])
+        # Replicated edges keep the image's border colours (zero padding would darken them).
+        padded = F.pad(rows, (radius, radius), mode="replicate")
+        out = F.conv1d(padded, kernel).reshape(shape).movedim(-1, dim)
+    return out.contiguous()
+
+
+def as_tuple(value: Any, length: int, name: str) -> tuple[int, ...]:
+    """An int or a sequence of ints as a tuple of ``length`` positive ints."""
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be a positive integer or a tuple of them, got {value!r}.")
+    if isinstance(value, int):
+        values: Sequence[Any] = (value,) * length
+    elif isinstance(value, (tuple, list)) and len(value) == length:
+        values = value
+    else:
+        raise ConfigurationError(f"{name} must be a positive integer or a tuple of {length} of them, got {value!r}.")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ConfigurationError(f"{name} must hold positive integers, got {value!r}.")
+    return tuple(int(v) for v in values)
+
+
+def out_of_place(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The out-of-place form of a call a :class:`~relprop.rules.FunctionRule` receives.
+
+    ``x.relu_()`` becomes ``torch.relu(x)``, ``out += y`` becomes ``torch.add(out, y)`` and an
+    ``inplace`` flag (keyword, or a positional boolean of an activation) is dropped: a rule computes
+    a new output and never writes into the model's tensors. A model that reads the tensor an
+    in-place call would have overwritten is refused when the engine records its plan.
+    """
+    replacement = INPLACE_TO_OUT_OF_PLACE.get(func)
+    if replacement is None and func in ACTIVATION_FUNCS:
+        replacement = ACTIVATION_FUNCS[func][0]
+    if func in ACTIVATION_FUNCS or func in RELU_FUNCS:
+        # Element-wise activations take no other boolean than a positional inplace flag.
+        args = (args[0], *(a for a in args[1:] if not isinstance(a, bool))) if args else args
+    kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
+    return (func if replacement is None else replacement), args, kwargs
+
+
+# -- composites for modified-gradient methods -----------------------------------------------------
+def plain_gradient_composite(entries: Sequence[tuple[Any, Rule]], name: str) -> Composite:
+    """A composite that hands down the ordinary gradient except where ``entries`` say otherwise.
+
+    LRP-0 without a ledger is the plain gradient through layers, residual sums, average pooling
+    and batch norm; :class:`~relprop.rules.GradientRule` is the plain gradient through everything
+    else, including operations relprop has no LRP rule for.
+    """
+    return Composite(
+        [
+            *entries,
+            (match.kind("layer", "add", "avgpool", "batchnorm"), LRP0Rule()),
+            (match.kind("relu", "activation", "maxpool", "mul", "matmul", "unknown"), GradientRule()),
+        ],
+        name=name,
+    )
