@@ -50,7 +50,7 @@ def test_explain_writes_heatmaps_relevance_and_summary(tmp_path: Path, digit_fil
     assert code == 0, err
     assert "explained 7 of 7 inputs" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["model"] == "digits" and summary["composite"] == "epsilon-gamma-box"
+    assert summary["model"] == "digits" and summary["method"] == "lrp:epsilon-gamma-box"
     for record, path in zip(summary["inputs"], digit_files, strict=True):
         assert record["status"] == "ok"
         label = int(path.stem.split("label")[1])
@@ -141,7 +141,9 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path: Path) -> None:
         (["--target", "eleven"], "error: --target must be 'predicted', 'log-odds' or a class index, got 'eleven'"),
         (["--target", "12"], "error: target 12 is out of range for a model with 10 outputs; valid classes are 0..9."),
         (["--composite", "epsilon", "--gamma", "0.5"], "error: composite 'epsilon' does not take --gamma"),
-        (["--method", "magic"], "error: unknown method 'magic'; choose one of: lrp"),
+        (["--method", "magic"], "error: unknown method 'magic'; choose one of: lrp, gradient, gradient-x-input"),
+        (["--method", "smoothgrad:n=4", "--epsilon", "0.1"], "error: --epsilon apply to LRP; give 'smoothgrad'"),
+        (["--method", "gradient", "--target", "log-odds"], "error: --target log-odds and --contrast apply to LRP"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(
@@ -323,3 +325,31 @@ def test_torchscript_model_file_explains_like_the_eager_model(tmp_path: Path) ->
     reference = np.load(tmp_path / "eager" / "coffee_relevance.npy")
     assert scripted.shape == (3, 64, 64)
     assert np.abs(scripted - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+@pytest.mark.parametrize("spec", ["gradient", "smoothgrad:n=4,sigma=0.1", "deeplift:reveal-cancel", "deep-taylor"])
+def test_explain_with_other_methods(tmp_path: Path, digit_files: list[Path], spec: str) -> None:
+    code, _, err = run(["explain", *map(str, digit_files[:2]), "--method", spec, "--out", "out"], tmp_path)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"] == spec
+    for record in summary["inputs"]:
+        assert np.isfinite(np.load(tmp_path / record["relevance"])).all()
+
+
+def test_compare_puts_methods_side_by_side(tmp_path: Path, digit_files: list[Path]) -> None:
+    code, out, err = run(["compare", *map(str, digit_files[:3]), "--out", "sheet.png"], tmp_path)
+    assert "compared 7 methods on 3 inputs" in out
+    assert code == 0, err
+    summary = json.loads((tmp_path / "sheet.json").read_text())
+    assert summary["methods"][0] == "lrp:epsilon-gamma-box" and "deeplift" in summary["methods"]
+    assert len(summary["inputs"]) == 3
+    sheet = Image.open(tmp_path / "sheet.png")
+    assert sheet.size[0] > 96 * (1 + len(summary["methods"]))
+    code, _, err = run(["compare", str(digit_files[0]), "--method", "gradient", "--method", "lrp:lrp-0",
+                        "--out", "two.png"], tmp_path)  # fmt: skip
+    assert code == 0, err
+    two = json.loads((tmp_path / "two.json").read_text())
+    # LRP-0 equals gradient × input, not the plain gradient: both columns are really computed
+    record = two["inputs"][0]["methods"]
+    assert abs(record["lrp:lrp-0"]["relevance_sum"] - record["gradient"]["relevance_sum"]) > 1e-3

@@ -10,7 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, rules
+from . import composites, match, methods, rules
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer, explain
 from .errors import (
@@ -43,5 +43,6 @@ __all__ = [
     "composites",
     "explain",
     "match",
+    "methods",
     "rules",
 ]

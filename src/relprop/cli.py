@@ -262,7 +262,7 @@ def explain(
     """Explain image files, folders or globs; write heatmaps, raw relevance and a summary."""
 
     from . import viz
-    from .images import ImageReadError, collect_inputs, read_image
+    from .images import collect_inputs
     from .models.loading import load_model
 
     class_index, top = _parse_target(target)
@@ -273,29 +273,11 @@ def explain(
     )  # fmt: skip
     for note in bundle.notes:
         click.echo(f"note: {note}", err=True)
-    low_values, high_values = _parse_floats(low, "--low"), _parse_floats(high, "--high")
-    bounds_low = torch.tensor(low_values) if low_values else bundle.low
-    bounds_high = torch.tensor(high_values) if high_values else bundle.high
-    params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
-    params = {k: v for k, v in params.items() if v is not None}
-    explainer: Explainer | None = None
-    if method == "lrp":
-        accepted = dict((n, p) for n, _, p in _composites.describe())
-        if composite not in accepted:
-            raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
-        if "low" in accepted[composite]:
-            params.update(low=bounds_low.view(-1), high=bounds_high.view(-1))
-        unknown = sorted(set(params) - set(accepted[composite]))
-        if unknown:
-            raise UserError(
-                f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
-                f"{', '.join(accepted[composite])}"
-            )
-        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast_value, **params)
-    else:
-        from . import methods as _methods
-
-        _methods.get(method)  # unknown names fail here, listing the valid ones
+    cli_params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
+    bounds = _bounds(bundle, low, high)
+    method_label, run_method, params = _method_runner(
+        bundle, method, composite, cli_params, bounds, top, contrast_value
+    )
 
     paths, problems = collect_inputs(list(inputs))
     names = _output_names(paths)
@@ -311,27 +293,11 @@ def explain(
             if path.exists():
                 raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out folder")
 
-    failures = 0
+    failures = len(problems)
     for _spec, message in problems:
         click.echo(f"error: {message}", err=True)
-        failures += 1
-    records: list[dict[str, Any]] = []
-    loaded: list[tuple[int, Any, Any]] = []  # (position, tensor, image input)
-    for position, path in enumerate(paths):
-        try:
-            item = read_image(path)
-        except ImageReadError as exc:
-            click.echo(f"error: {exc}", err=True)
-            records.append({"file": str(path), "status": "error", "error": str(exc)})
-            failures += 1
-            continue
-        if bundle.channels == 3 and item.image.mode == "L":
-            item.notes.append(f"{path.name}: grey-level image repeated on three channels for an RGB model")
-        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":
-            item.notes.append(f"{path.name}: colour image converted to grey for a one-channel model")
-        for note in item.notes:
-            click.echo(f"note: {note}", err=True)
-        loaded.append((position, bundle.preprocess(item.image), item))
+    loaded, records = _read_inputs(paths, bundle)
+    failures += len(records)
 
     from rich.progress import Progress
 
@@ -348,10 +314,7 @@ def explain(
                     bundle.model_device if hasattr(bundle, "model_device") else device
                 )
                 try:
-                    if explainer is not None:
-                        result = explainer(x, class_index)
-                    else:
-                        result = _run_method(bundle.model, x, class_index, method, top, contrast_value)
+                    result = run_method(x, class_index)
                 except RelpropError as exc:
                     raise UserError(str(exc)) from None
                 except RuntimeError as exc:
@@ -386,7 +349,7 @@ def explain(
                         "probability": round(float(probabilities[k, predicted]), 6),
                         "target": explained,
                         "target_name": bundle.class_name(explained),
-                        "method": method if method != "lrp" else f"lrp:{composite}",
+                        "method": method_label,
                         "explained_score": float(ledger.score[k]),
                         "relevance_sum": float(relevance.sum()),
                         "absorbed": float(ledger.absorbed[k]),
@@ -402,8 +365,7 @@ def explain(
     records.sort(key=lambda r: order.get(r["file"], -1))
     document = {
         "model": bundle.name,
-        "method": method,
-        "composite": composite if method == "lrp" else None,
+        "method": method_label,
         "params": {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in params.items()},
         "inputs": records,
     }
@@ -415,12 +377,89 @@ def explain(
         sys.exit(1)
 
 
-def _run_method(model: torch.nn.Module, x: torch.Tensor, target: Any, method: str, top: str, contrast: Any) -> Any:
+def _bounds(bundle: Any, low: str | None, high: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """z^B bounds: the options if given, else what the model's preprocessing makes of pixels in [0, 1]."""
+    low_values, high_values = _parse_floats(low, "--low"), _parse_floats(high, "--high")
+    bounds_low = torch.tensor(low_values) if low_values else bundle.low
+    bounds_high = torch.tensor(high_values) if high_values else bundle.high
+    return bounds_low.view(-1), bounds_high.view(-1)
+
+
+def _method_runner(
+    bundle: Any,
+    spec: str,
+    composite: str,
+    cli_params: dict[str, Any],
+    bounds: tuple[torch.Tensor, torch.Tensor],
+    top: str,
+    contrast: Any,
+) -> tuple[str, Callable[[torch.Tensor, Any], Any], dict[str, Any]]:
+    """Turn a method spec (``lrp:epsilon``, ``smoothgrad:n=20`` ...) into a label and a callable.
+
+    LRP options given as flags (``--composite``, ``--epsilon`` ...) apply where the spec leaves
+    them open; z^B bounds default to the model's.
+    """
+    from . import methods as _methods
     from .engine import explain as explain_fn
 
+    name, params = _methods.resolve(spec)
+    given = {k: v for k, v in cli_params.items() if v is not None}
+    if name == "lrp":
+        composite = params.pop("composite", composite)
+        accepted = {n: p for n, _, p in _composites.describe()}
+        if composite not in accepted:
+            raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
+        for key, value in given.items():
+            params.setdefault(key, value)
+        if "low" in accepted[composite]:
+            params.setdefault("low", bounds[0])
+            params.setdefault("high", bounds[1])
+        unknown = sorted(set(params) - set(accepted[composite]) - {"top", "contrast", "canonize", "ledger"})
+        if unknown:
+            raise UserError(
+                f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
+                f"{', '.join(accepted[composite])}"
+            )
+        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, **params)
+        return f"lrp:{composite}", explainer, params
     if top != "logit" or contrast is not None:
-        raise UserError(f"--target log-odds and --contrast apply to --method lrp, not to {method!r}")
-    return explain_fn(model, x, target, method=method)
+        raise UserError(f"--target log-odds and --contrast apply to LRP, not to method {name!r}")
+    if given:
+        raise UserError(
+            f"--{', --'.join(sorted(given))} apply to LRP; give {name!r} its parameters as {name}:key=value"
+        )
+    accepted_params = _methods.parameters(name)
+    if "low" in accepted_params:
+        params.setdefault("low", bounds[0])
+        params.setdefault("high", bounds[1])
+
+    def run_other(x: torch.Tensor, target: Any) -> Any:
+        return explain_fn(bundle.model, x, target, method=name, **params)
+
+    return spec, run_other, params
+
+
+def _read_inputs(paths: list[Path], bundle: Any) -> tuple[list[tuple[int, Any, Any]], list[dict[str, Any]]]:
+    """Read and preprocess each file; failures print one line and become error records."""
+    from .images import ImageReadError, read_image
+
+    loaded: list[tuple[int, Any, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for position, path in enumerate(paths):
+        try:
+            item = read_image(path)
+        except ImageReadError as exc:
+            click.echo(f"error: {exc}", err=True)
+            errors.append({"file": str(path), "status": "error", "error": str(exc)})
+            continue
+        if bundle.channels == 3 and item.image.mode == "L":
+            item.notes.append(f"{path.name}: grey-level image repeated on three channels for an RGB model")
+        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":
+            item.notes.append(f"{path.name}: colour image converted to grey for a one-channel model")
+        for note in item.notes:
+            click.echo(f"note: {note}", err=True)
+        loaded.append((position, bundle.preprocess(item.image), item))
+    return loaded, errors
 
 
 def _save_npy(path: Path, array: Any) -> None:
@@ -448,6 +487,117 @@ def _stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+DEFAULT_COMPARE = (
+    "lrp:epsilon-gamma-box",
+    "lrp:epsilon-plus-flat",
+    "gradient",
+    "gradient-x-input",
+    "integrated-gradients",
+    "guided-backprop",
+    "deeplift",
+)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "model_spec", default="digits", show_default=True, help="As for `relprop explain`.")
+@click.option("--weights", default=None, help="State-dict file (or torchvision weights name).")
+@click.option(
+    "--method",
+    "specs",
+    multiple=True,
+    help="A method spec (repeat the option): lrp:COMPOSITE, gradient, smoothgrad:n=20,sigma=0.1 ... "
+    f"Default: {', '.join(DEFAULT_COMPARE)}.",
+)
+@click.option("--target", default="predicted", show_default=True, help="predicted or a class index.")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("compare.png"),
+    show_default=True,
+    help="Contact sheet (PNG); a JSON summary is written beside it.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--clip-percentile", type=click.FloatRange(50, 100), default=None)
+@click.option("--input-size", type=int, default=None)
+@click.option("--mean", default=None)
+@click.option("--std", default=None)
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def compare(
+    inputs: tuple[str, ...],
+    model_spec: str,
+    weights: str | None,
+    specs: tuple[str, ...],
+    target: str,
+    out_file: Path,
+    device: str,
+    clip_percentile: float | None,
+    input_size: int | None,
+    mean: str | None,
+    std: str | None,
+    force: bool,
+) -> None:
+    """Put several methods side by side: one row per input, one column per method."""
+    from . import viz
+    from .images import collect_inputs
+    from .models.loading import load_model
+
+    class_index, top = _parse_target(target)
+    if top != "logit":
+        raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
+    bundle = load_model(
+        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
+        std=_parse_floats(std, "--std"),
+    )  # fmt: skip
+    for note in bundle.notes:
+        click.echo(f"note: {note}", err=True)
+    bounds = _bounds(bundle, None, None)
+    runners = [
+        _method_runner(bundle, spec, "epsilon-gamma-box", {}, bounds, "logit", None)
+        for spec in (specs or DEFAULT_COMPARE)
+    ]
+    summary_file = out_file.with_suffix(".json")
+    for path in (out_file, summary_file):
+        if path.exists() and not force:
+            raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out file")
+    paths, problems = collect_inputs(list(inputs))
+    for _spec, message in problems:
+        click.echo(f"error: {message}", err=True)
+    loaded, errors = _read_inputs(paths, bundle)
+    if not loaded:
+        raise UserError("no input could be read; nothing to compare")
+    x = torch.stack([entry[1] for entry in loaded]).to(device)
+    rows = [[bundle.display(entry[1])] for entry in loaded]
+    summary: list[dict[str, Any]] = [{"file": str(entry[2].path), "methods": {}} for entry in loaded]
+    from rich.progress import Progress
+
+    with Progress(disable=len(runners) <= 2, transient=True, console=_stderr_console()) as progress:
+        task = progress.add_task("methods", total=len(runners))
+        for label, run_method, _ in runners:
+            try:
+                result = run_method(x, class_index)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"method {label} failed on inputs of shape {tuple(x.shape)} ({first})") from None
+            for k in range(len(loaded)):
+                rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))
+                summary[k]["methods"][label] = {
+                    "target": int(result.target[k]),
+                    "explained_score": float(result.score[k]),
+                    "relevance_sum": float(result.relevance[k].sum()),
+                }
+            progress.advance(task)
+    titles = ["input", *[label for label, _, _ in runners]]
+    sheet = viz.grid(rows, column_titles=titles, row_titles=[Path(s["file"]).stem[:12] for s in summary])
+    write_atomic(out_file, lambda p: sheet.save(p, format="PNG"), force=True)
+    document = {"model": bundle.name, "methods": titles[1:], "inputs": summary, "errors": errors}
+    write_atomic(summary_file, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
+    click.echo(f"compared {len(runners)} methods on {len(loaded)} inputs: {out_file}")
+    if errors or problems:
+        sys.exit(1)
 
 
 @main.command("composites")
