@@ -20,11 +20,9 @@ from ..errors import RelpropError
 __all__ = ["serve"]
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _is_loopback(address: str) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
     except ValueError:
         return False
 
@@ -138,17 +136,17 @@ def serve(
             f"got {len(weights)} --weights for {len(models)} --model; give one --weights per --model (use 'none' for "
             "a model without) or none at all"
         )
-    if not _is_loopback(host):
-        click.echo(
-            f"warning: listening on {host} makes the app reachable from other machines; it has no authentication",
-            err=True,
-        )
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     sock = _bind(host, port)
     try:
+        if not _is_loopback(sock.getsockname()[0]):
+            click.echo(
+                f"warning: listening on {host} makes the app reachable from other machines; it has no authentication",
+                err=True,
+            )
         settings = WebSettings(
             models=models,
             weights=tuple(None if w.lower() == "none" else w for w in weights),
