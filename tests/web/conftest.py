@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import numpy as np
 import pytest
@@ -29,6 +30,19 @@ def digit_png(index: int = 0, size: int = 64, paper: bool = True) -> bytes:
 
 def digit_label(index: int = 0) -> int:
     return int(digits_test_set().labels[index])
+
+
+@cache
+def library_prediction(index: int) -> int:
+    """What the embedded model, called directly, predicts for :func:`digit_png` ``(index)``."""
+    import torch
+
+    from relprop.models.loading import load_model
+
+    bundle = load_model("digits")
+    with torch.no_grad():
+        x = bundle.preprocess(Image.open(io.BytesIO(digit_png(index)))).unsqueeze(0)
+        return int(bundle.model(x).argmax())
 
 
 @contextmanager

@@ -20,11 +20,13 @@ value is ever used as a file path.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
 import weakref
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ from .. import composites as _composites
 from .. import methods as _methods
 from ..errors import RelpropError
 from ..models.loading import ModelBundle, load_model
-from .forms import FormError, check_content_length, read_multipart, read_urlencoded
+from .forms import FormError, UploadForm, check_content_length, read_multipart, read_urlencoded
 from .samples import sample_png, samples
 from .schemas import (
     CompositeInfo,
@@ -171,6 +173,7 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
         try:
             yield
         finally:
+            service.close()
             shutil.rmtree(private_tmp, ignore_errors=True)
 
     app = FastAPI(
@@ -187,6 +190,7 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
     app.state.temp_dir = private_tmp
     # Removed at shutdown (lifespan); this also removes it when the app is dropped without one.
     weakref.finalize(app, shutil.rmtree, private_tmp, ignore_errors=True)
+    weakref.finalize(app, service.close)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -305,12 +309,26 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
             return _problem(exc.status, exc.message)
         except ServerBusyError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-        try:
-            return await _explain_admitted(request, content_type)
-        finally:
+        work: list[Future[Any]] = []
+        forms: list[UploadForm] = []
+
+        def clean_up(*_: Any) -> None:
+            for form in forms:
+                form.close()
             service.release()
 
-    async def _explain_admitted(request: Request, content_type: str) -> Any:
+        try:
+            return await _explain_admitted(request, content_type, work, forms)
+        finally:
+            if work and not work[0].done():
+                # Cancelled while the explanation still runs: its place and upload are freed when it ends.
+                work[0].add_done_callback(clean_up)
+            else:
+                clean_up()
+
+    async def _explain_admitted(
+        request: Request, content_type: str, work: list[Future[Any]], forms: list[UploadForm]
+    ) -> Any:
         try:
             if content_type.lower().startswith("application/x-www-form-urlencoded"):
                 form = await read_urlencoded(request.stream(), max_bytes=settings.max_upload_bytes)
@@ -324,50 +342,44 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
                 )
         except FormError as exc:
             return _problem(exc.status, exc.message, exc.field)
+        forms.append(form)
+        fields = dict(form.fields)
+        if "output" in request.query_params:
+            fields.setdefault("output", request.query_params["output"])
         try:
-            fields = dict(form.fields)
-            if "output" in request.query_params:
-                fields.setdefault("output", request.query_params["output"])
-            try:
-                parsed = ExplainForm.model_validate(fields)
-            except ValidationError as exc:
-                errors = [
-                    {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"], "input": e.get("input")}
-                    for e in exc.errors(include_url=False)
-                ]
-                return JSONResponse({"detail": errors}, status_code=422)
-            upload = form.files.get("image")
-            unexpected = [name for name in form.files if name != "image"]
-            if unexpected:
+            parsed = ExplainForm.model_validate(fields)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"], "input": e.get("input")}
+                for e in exc.errors(include_url=False)
+            ]
+            return JSONResponse({"detail": errors}, status_code=422)
+        upload = form.files.get("image")
+        unexpected = [name for name in form.files if name != "image"]
+        if unexpected:
+            return _problem(422, f"unexpected file field {unexpected[0]!r}; send the image as 'image'", unexpected[0])
+        if upload is not None:
+            declared = (upload.content_type or "").split(";")[0].strip().lower()
+            if declared and not declared.startswith("image/") and declared != "application/octet-stream":
                 return _problem(
-                    422, f"unexpected file field {unexpected[0]!r}; send the image as 'image'", unexpected[0]
+                    415,
+                    f"the 'image' part has content type {declared}; upload an image (PNG, JPEG, GIF, BMP, TIFF, WebP)",
                 )
-            if upload is not None:
-                declared = (upload.content_type or "").split(";")[0].strip().lower()
-                if declared and not declared.startswith("image/") and declared != "application/octet-stream":
-                    return _problem(
-                        415,
-                        f"the 'image' part has content type {declared}; upload an image (PNG, JPEG, GIF, BMP, TIFF, "
-                        "WebP)",
-                    )
-                if upload.size == 0:
-                    return _problem(422, "the uploaded image is empty", "image")
-            try:
-                service.validate(parsed, upload is not None)
-                outcome = await anyio.to_thread.run_sync(
-                    service.explain, parsed, None if upload is None else upload.file
-                )
-            except RequestError as exc:
-                return _problem(exc.status, exc.message, exc.field, valid=exc.valid)
-            except ServerBusyError as exc:
-                return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-            except RelpropError as exc:  # e.g. a layer the engine has no rule for
-                return _problem(422, str(exc))
-            except Exception as exc:  # the server stays up; the client gets one line
-                log.exception("explanation failed")
-                return _problem(500, f"internal error while explaining ({type(exc).__name__}); see the server log")
-        finally:
-            form.close()
+            if upload.size == 0:
+                return _problem(422, "the uploaded image is empty", "image")
+        try:
+            service.validate(parsed, upload is not None)
+            work.append(service.submit(parsed, None if upload is None else upload.file))
+            outcome = await asyncio.wrap_future(work[0])
+        except RequestError as exc:
+            return _problem(exc.status, exc.message, exc.field, valid=exc.valid)
+        except ServerBusyError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        except RelpropError as exc:  # e.g. a layer the engine has no rule for
+            return _problem(422, str(exc))
+        except Exception as exc:  # the server stays up; the client gets one line
+            log.exception("explanation failed")
+            return _problem(500, f"internal error while explaining ({type(exc).__name__}); see the server log")
         if parsed.output == "png":
             return Response(
                 outcome.heatmap_png,

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -228,6 +229,7 @@ class ExplainService:
                 name: m.bundle.model if k == 0 else copy.deepcopy(m.bundle.model) for name, m in self.models.items()
             }
             self._slots.put(_Slot(copies))
+        self._workers = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="relprop-explain")
         self._lock = threading.Lock()
         self.admitted = 0
         self.running = 0
@@ -244,8 +246,9 @@ class ExplainService:
             if self.admitted >= self.max_concurrent + self.max_queue:
                 self.rejected += 1
                 raise ServerBusyError(
-                    f"the server is busy ({self.max_concurrent} explanations running, {self.max_queue} waiting); "
-                    "retry in a moment"
+                    f"the server is busy: {self.running} explanation(s) running and {self.admitted - self.running} "
+                    f"waiting, its limits (--concurrency {self.max_concurrent}, --queue {self.max_queue}); retry in a "
+                    "moment"
                 )
             self.admitted += 1
             self.peak_admitted = max(self.peak_admitted, self.admitted)
@@ -352,8 +355,20 @@ class ExplainService:
         return {"epsilon": form.epsilon, "gamma": form.gamma, "alpha": alpha, "beta": beta}
 
     # -- the work (runs in a worker thread) --------------------------------------------------------
-    def explain(self, form: ExplainForm, upload: IO[bytes] | None) -> Outcome:
+    def submit(self, form: ExplainForm, upload: IO[bytes] | None) -> Future[Outcome]:
+        """Queue :meth:`explain` on the service's own worker threads (one per slot).
+
+        A fixed set of threads runs all explanations, so that the memory their allocators keep
+        is bounded by ``max_concurrent``, not by how many threads a server's pool ever used.
+        """
+        return self._workers.submit(self.explain, form, upload, time.monotonic())
+
+    def explain(self, form: ExplainForm, upload: IO[bytes] | None, queued_at: float | None = None) -> Outcome:
         """Wait for a slot, then decode, explain and draw; ``form`` must have passed :meth:`validate`."""
+        if queued_at is not None and time.monotonic() - queued_at > self.queue_timeout:
+            with self._lock:
+                self.failed += 1
+            raise ServerBusyError(f"the request waited more than {self.queue_timeout:g} s for its turn; retry later")
         try:
             slot = self._slots.get(timeout=self.queue_timeout)
         except queue.Empty:
@@ -376,6 +391,10 @@ class ExplainService:
                 else:
                     self.failed += 1
             self._slots.put(slot)
+
+    def close(self) -> None:
+        """Stop the worker threads once their current work is done."""
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _explain_in_slot(self, slot: _Slot, form: ExplainForm, upload: IO[bytes] | None) -> Outcome:
         from ..images import ImageReadError
