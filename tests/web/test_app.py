@@ -359,3 +359,34 @@ def test_large_uploads_spool_into_the_apps_own_temp_dir(tmp_path: Path) -> None:
     assert "evil" not in where
     form.close()
     assert list(private.iterdir()) == []
+
+
+def test_methods_registered_beside_lrp_appear_and_run(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Methods come from relprop.methods' registry: one registered later is offered and used."""
+    from relprop.explanation import Explanation
+    from relprop.ledger import Ledger
+
+    def gradient_x_input(model: torch.nn.Module, inputs: torch.Tensor, target: Any = None) -> Explanation:
+        x = inputs.detach().requires_grad_(True)
+        output = model(x)
+        chosen = output.argmax(1) if target is None else torch.full((len(x),), int(target))
+        score = output.gather(1, chosen[:, None])[:, 0]
+        (grad,) = torch.autograd.grad(score.sum(), x)
+        relevance = (x * grad).detach()
+        ledger = Ledger(score=score.detach(), input_relevance=relevance.flatten(1).sum(1))
+        return Explanation(relevance, output.detach(), chosen, ledger)
+
+    monkeypatch.setitem(methods._REGISTRY, "test-gxi", (gradient_x_input, "gradient × input (test)"))
+    assert "test-gxi" in [m["name"] for m in client.get("/api/methods").json()]
+    png = digit_png(8)
+    result = upload(client, png, method="test-gxi", target=3)
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert body["method"] == "test-gxi" and body["composite"] is None and body["target"]["index"] == 3
+    # Uniform LRP-0 equals Gradient×Input: the registered method agrees with the engine.
+    assert body["ledger"]["input_relevance"] == pytest.approx(
+        float(reference(png, "lrp-0", 3).ledger.input_relevance[0]), rel=1e-4
+    )
+    refused = upload(client, png, method="test-gxi", epsilon=0.1)
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["msg"] == "epsilon applies to method 'lrp' only, not to 'test-gxi'; drop it"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from relprop.web import WebSettings, create_app
@@ -137,6 +138,21 @@ def test_upload_change_parameters_and_see_the_heatmap_change(page: Any, tmp_path
     tab.check("#compare")
     wait_for_result(tab, "b", done_b)  # setting B (LRP-0) beside A
     assert heatmap(tab, "b") not in (large_epsilon, "None")
+
+    with tab.expect_download() as download:  # the raw relevance of setting A, as the API gives it
+        tab.click("#panel-a [data-role=download-npy]")
+    saved = tmp_path / "relevance.npy"
+    download.value.save_as(saved)
+    relevance = np.load(saved)
+    assert relevance.shape == (1, 8, 8)
+    sum_shown = tab.text_content("#panel-a [data-role=ledger] tr:nth-child(3) td")
+    assert float(relevance.sum()) == pytest.approx(float(sum_shown or "nan"), rel=1e-2)  # shown to 3 digits
+
+    tab.click("#seeds")  # the seeds' comparison: LRP-0, ε, γ and the composite side by side
+    tab.wait_for_selector("#seeds-row[data-state=ready]", timeout=30_000)
+    captions = [c.text_content() or "" for c in tab.query_selector_all("#seeds-grid figcaption")]
+    assert [c.split(" · ")[0] for c in captions] == ["LRP-0", "LRP-ε (0.25)", "LRP-γ (0.25)", "ε-γ-box composite"]
+    assert len({img.get_attribute("src") for img in tab.query_selector_all("#seeds-grid img")}) == 4
 
     tab.screenshot(path=str(artifacts_dir() / "page.png"), full_page=True)
     assert errors == []

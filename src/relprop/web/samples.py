@@ -31,12 +31,22 @@ DIGIT_SCALE = 8
 
 @dataclass(frozen=True)
 class Sample:
-    """A bundled image: ``load()`` returns it as a PIL image."""
+    """A bundled image: ``load()`` returns a fresh copy of it as a PIL image (read once, then cached)."""
 
     id: str
     title: str
     kind: str
-    load: Callable[[], Image.Image]
+    loader: Callable[[], Image.Image]
+
+    def load(self) -> Image.Image:
+        return _loaded(self.id).copy()
+
+
+@cache
+def _loaded(sample_id: str) -> Image.Image:
+    image = samples()[sample_id].loader()
+    image.load()
+    return image
 
 
 def _digit_loader(index: int) -> Callable[[], Image.Image]:
