@@ -2,9 +2,10 @@
 
 Memory stays bounded under load because work is admitted, not just queued:
 
-* at most ``max_concurrent`` explanations run at once, each on its own *slot* — a private copy
-  of every model (the engine's hooks and plans belong to one model instance and one call, so
-  two threads must not share an instance) with a small cache of prepared explainers;
+* at most ``max_concurrent`` explanations run at once, on as many worker threads of the
+  service's own, each with its own *slot* — a private copy of every model (the engine's hooks
+  and plans belong to one model instance and one call, so two threads must not share an
+  instance) with a small cache of prepared explainers;
 * at most ``max_queue`` further requests wait for a slot; a request beyond that is refused at
   once with 503 (before its body is read), so the memory in use is bounded by
   ``(max_concurrent + max_queue) × max_upload_bytes`` for bodies plus ``max_concurrent``
@@ -41,7 +42,7 @@ from ..engine import Explainer
 from ..engine import explain as explain_fn
 from ..errors import ConfigurationError, RelpropError
 from ..explanation import Explanation
-from ..images import ImageInput, read_image_bytes
+from ..images import ImageInput, ImageReadError, read_image_bytes
 from ..models.loading import ModelBundle
 from .samples import samples
 from .schemas import (
@@ -397,8 +398,6 @@ class ExplainService:
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     def _explain_in_slot(self, slot: _Slot, form: ExplainForm, upload: IO[bytes] | None) -> Outcome:
-        from ..images import ImageReadError
-
         started = time.perf_counter()
         name = form.model or self.default_model
         loaded = self.models[name]
@@ -416,7 +415,7 @@ class ExplainService:
         notes = list(item.notes)
         if bundle.channels == 3 and item.image.mode == "L":
             notes.append("grey-level image repeated on three channels for an RGB model")
-        elif bundle.channels == 1 and item.image.mode == "RGB" and name != "digits":
+        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":  # digits: by design
             notes.append("colour image converted to grey for a one-channel model")
         x = bundle.preprocess(item.image).unsqueeze(0).to(_device_of(model))
         target = None if form.target == "predicted" else int(form.target)
