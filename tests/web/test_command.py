@@ -93,3 +93,13 @@ def test_a_port_in_use_is_one_line(started: list[dict[str, Any]]) -> None:
 def test_out_of_range_options_are_refused_by_click(args: list[str], bad: str) -> None:
     result = CliRunner().invoke(serve, args)
     assert result.exit_code == 2 and f"Invalid value for '{bad}'" in result.output
+
+
+def test_the_command_imports_without_the_web_stack() -> None:
+    """relprop's CLI registers ``serve``; listing commands must not need FastAPI installed."""
+    import subprocess
+    import sys
+
+    code = "import sys, relprop.web.command; print(sorted(m for m in ('fastapi', 'uvicorn') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

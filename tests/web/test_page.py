@@ -89,7 +89,7 @@ def wait_for_result(tab: Any, panel: str, done_before: int) -> None:
     tab.wait_for_function(
         """([selector, before]) => {
             const node = document.querySelector(selector);
-            return Number(node.dataset.requests) > before && node.dataset.state === "ready";
+            return node !== null && Number(node.dataset.requests) > before && node.dataset.state === "ready";
         }""",
         arg=[f"#panel-{panel}", done_before],
         timeout=30_000,

@@ -14,10 +14,20 @@ from typing import Any
 
 import click
 
-from ..cli import UserError
 from ..errors import RelpropError
 
 __all__ = ["serve"]
+
+
+def _user_error(message: str) -> click.ClickException:
+    """The CLI's one-line user error (exit status 2).
+
+    Imported when needed: ``relprop.cli`` registers this command, so importing it at the top
+    would be circular when the CLI runs as ``python -m relprop.cli``.
+    """
+    from ..cli import UserError
+
+    return UserError(message)
 
 
 def _is_loopback(address: str) -> bool:
@@ -31,7 +41,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise UserError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+        raise _user_error(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,7 +49,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+        raise _user_error(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -128,11 +138,11 @@ def serve(
     try:
         from .app import WebSettings, create_app
     except ImportError as exc:
-        raise UserError(
+        raise _user_error(
             f"the web app needs the web extra ({exc.name} is missing); pip install 'relprop[web]'"
         ) from None
     if weights and len(weights) != len(models):
-        raise UserError(
+        raise _user_error(
             f"got {len(weights)} --weights for {len(models)} --model; give one --weights per --model (use 'none' for "
             "a model without) or none at all"
         )
@@ -160,7 +170,7 @@ def serve(
         try:
             app = create_app(settings)
         except RelpropError as exc:
-            raise UserError(str(exc)) from None
+            raise _user_error(str(exc)) from None
         for name in models:
             for note in app.state.service.models[name].bundle.notes:
                 click.echo(f"note: {name}: {note}", err=True)
