@@ -103,3 +103,25 @@ def test_sixteen_requests_four_at_a_time_with_two_slots_all_succeed() -> None:
             assert status["peak_running"] == 2 and status["peak_admitted"] <= 4
     finally:
         GATE.set()
+
+
+def test_a_real_server_answers_oversize_uploads_413_and_goes_on() -> None:
+    """Over a socket, the client still gets the 413 (not a reset connection), also when chunked."""
+    app = create_app(WebSettings(max_upload_bytes=2**20))
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        big = client.post("/api/explain", files={"image": ("big.png", b"\0" * (8 * 2**20), "image/png")})
+        assert big.status_code == 413
+        assert big.json()["detail"].startswith("upload is larger than the server's limit of 1,048,576 bytes (1 MiB)")
+
+        def chunks() -> Any:
+            yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n'
+            yield b"Content-Type: image/png\r\n\r\n"
+            for _ in range(64):
+                yield b"\0" * 65536
+
+        streamed = client.post(
+            "/api/explain", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
+        assert streamed.status_code == 413
+        after = client.post("/api/explain", files={"image": ("d.png", digit_png(1), "image/png")})
+        assert after.status_code == 200 and after.json()["prediction"]["index"] == library_prediction(1)
