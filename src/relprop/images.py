@@ -8,18 +8,32 @@ images are converted (RGBA is composited on white), with a note saying so.
 from __future__ import annotations
 
 import glob
+import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageInput", "collect_inputs", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "UPLOAD_FORMATS",
+    "ImageInput",
+    "ImageReadError",
+    "collect_inputs",
+    "read_image",
+    "read_image_bytes",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Decompression-bomb guard: the largest image (in pixels) relprop opens.
 MAX_PIXELS = 64_000_000
+#: Formats :func:`read_image_bytes` decodes by default: common raster formats whose decoders run in-process.
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 
 
 class ImageReadError(ValueError):
@@ -76,29 +90,71 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> ImageInput:
         raise ImageReadError(f"{path}: no such file")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
+    with warnings.catch_warnings():
+        # PIL warns above its own global limit; ours is checked in _decode and reported as one line.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image, notes = _decode(path, str(path), path.name, max_pixels, formats=None)
+    return ImageInput(path, image, notes)
+
+
+def read_image_bytes(
+    data: bytes | BinaryIO,
+    label: str = "upload",
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] | None = UPLOAD_FORMATS,
+) -> ImageInput:
+    """Decode an image held in memory (bytes or a binary file object), like :func:`read_image`.
+
+    Parameters
+    ----------
+    data
+        The encoded image: bytes, or a readable binary file object positioned at its start.
+    label
+        How messages and notes name the image (never used as a path).
+    max_pixels
+        Decompression-bomb guard: images with more pixels are refused before decoding.
+    formats
+        PIL format names to try (default :data:`UPLOAD_FORMATS`, the common raster formats, so
+        that an upload never reaches a decoder that runs external programs, such as EPS's);
+        ``None`` tries every format PIL knows.
+    """
+    source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    image, notes = _decode(source, label, label, max_pixels, formats)
+    return ImageInput(Path(label), image, notes)
+
+
+def _decode(
+    source: Path | BinaryIO, label: str, short: str, max_pixels: int, formats: Sequence[str] | None
+) -> tuple[Image.Image, list[str]]:
+    """Fully decode ``source`` with the bomb guard; messages start with ``label``, notes with ``short``.
+
+    The pixel count is checked from the header, before any pixel data is decoded. No global
+    state (PIL's own limit, warning filters) is changed, so threads may decode at the same time.
+    """
     notes: list[str] = []
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    bomb = ImageReadError(
+        f"{label}: image has more than {max_pixels:,} pixels; refusing to decode it (decompression-bomb guard)"
+    )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(
-            f"{path}: image has more than {max_pixels:,} pixels; refusing to decode it (decompression-bomb guard)"
-        ) from None
+        with Image.open(source, formats=formats) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise bomb
+            opened.load()
+            image = opened.copy()
+    except Image.DecompressionBombError:  # PIL's own, global limit (a backstop above ours)
+        raise bomb from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file PIL can read") from None
+        kinds = "" if formats is None else f" ({', '.join(formats)})"
+        raise ImageReadError(f"{label}: not an image file PIL can read{kinds}") from None
+    except ImageReadError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        raise ImageReadError(f"{label}: corrupt or truncated image ({exc})") from None
     image, conversion = _normalise_mode(image)
     if conversion:
-        notes.append(f"{path.name}: {conversion}")
-    return ImageInput(path, image, notes)
+        notes.append(f"{short}: {conversion}")
+    return image, notes
 
 
 def _normalise_mode(image: Image.Image) -> tuple[Image.Image, str | None]:

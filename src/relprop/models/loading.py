@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
-from .digits import DIGITS_BOUNDS, load_digits_model
+from .digits import DIGITS_BOUNDS, DigitsCNN, load_digits_model
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelBundle", "describe_models", "load_model"]
 
@@ -337,7 +337,11 @@ def load_model(
     device = _check_device(device)
     weights_str = None if weights is None else str(weights)
     if spec == "digits":
-        model = load_digits_model(weights_str)
+        if weights_str is None:
+            model = load_digits_model()
+        else:  # checked like any state dict: a missing or mismatched file is one clear error
+            model = DigitsCNN()
+            _load_state_dict(model, Path(weights_str), "digits")
         low = torch.tensor([DIGITS_BOUNDS[0]], dtype=torch.float64)
         high = torch.tensor([DIGITS_BOUNDS[1]], dtype=torch.float64)
         bundle = ModelBundle(

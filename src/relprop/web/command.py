@@ -1,0 +1,183 @@
+"""``relprop serve``: run the web app locally with one command.
+
+Binds 127.0.0.1 by default, so that only this machine reaches the app (it has no
+authentication); another ``--host`` prints a warning. The socket is bound before the models
+load, so a port in use is one clear line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import RelpropError
+
+__all__ = ["serve"]
+
+
+def _user_error(message: str) -> click.ClickException:
+    """The CLI's one-line user error (exit status 2).
+
+    Imported when needed: ``relprop.cli`` registers this command, so importing it at the top
+    would be circular when the CLI runs as ``python -m relprop.cli``.
+    """
+    from ..cli import UserError
+
+    return UserError(message)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _user_error(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise _user_error(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency: int) -> None:
+    """Serve ``app`` on the bound socket until interrupted (tests replace this function)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, limit_concurrency=limit_concurrency, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("digits",),
+    show_default=True,
+    help="Model to offer; repeat for several (the first is the default). Names as in 'relprop explain'.",
+)
+@click.option(
+    "--weights",
+    multiple=True,
+    help="Weights for the model at the same position ('none' for a model without); once per --model.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0.01, 1024),
+    default=8.0,
+    show_default=True,
+    help="Largest upload; larger ones are answered 413.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, 1_000_000_000),
+    default=16_000_000,
+    show_default=True,
+    help="Largest image in pixels (decompression-bomb guard).",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=2, show_default=True, help="Explanations computed at once."
+)
+@click.option(
+    "--queue",
+    "queue_size",
+    type=click.IntRange(0, 1024),
+    default=16,
+    show_default=True,
+    help="Requests that may wait for their turn; more are answered 503.",
+)
+@click.option(
+    "--temp-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Where the app makes its private temp dir for large uploads (default: the system's).",
+)
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads (default: torch's choice).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    host: str,
+    port: int,
+    models: tuple[str, ...],
+    weights: tuple[str, ...],
+    device: str,
+    max_upload_mb: float,
+    max_pixels: int,
+    concurrency: int,
+    queue_size: int,
+    temp_dir: Path | None,
+    threads: int | None,
+    log_level: str,
+) -> None:
+    """Serve the interactive web app: upload an image, pick a rule and its parameters, see the heatmap."""
+    try:
+        from .app import WebSettings, create_app
+    except ImportError as exc:
+        raise _user_error(
+            f"the web app needs the web extra ({exc.name} is missing); pip install 'relprop[web]'"
+        ) from None
+    if weights and len(weights) != len(models):
+        raise _user_error(
+            f"got {len(weights)} --weights for {len(models)} --model; give one --weights per --model (use 'none' for "
+            "a model without) or none at all"
+        )
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    sock = _bind(host, port)
+    try:
+        if not _is_loopback(sock.getsockname()[0]):
+            click.echo(
+                f"warning: listening on {host} makes the app reachable from other machines; it has no authentication",
+                err=True,
+            )
+        settings = WebSettings(
+            models=models,
+            weights=tuple(None if w.lower() == "none" else w for w in weights),
+            device=device,
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            max_pixels=max_pixels,
+            max_concurrent=concurrency,
+            max_queue=queue_size,
+            temp_dir=temp_dir,
+        )
+        try:
+            app = create_app(settings)
+        except RelpropError as exc:
+            raise _user_error(str(exc)) from None
+        for name in models:
+            for note in app.state.service.models[name].bundle.notes:
+                click.echo(f"note: {name}: {note}", err=True)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        click.echo(f"relprop web app on http://{shown}:{bound_port}/ (models: {', '.join(models)}); Ctrl+C stops it")
+        # uvicorn's own connection limit backs up the app's queue: beyond it, 503 without reading anything.
+        run_server(app, sock, log_level, limit_concurrency=concurrency + queue_size + 32)
+    finally:
+        sock.close()

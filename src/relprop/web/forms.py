@@ -1,0 +1,216 @@
+"""Reading a ``multipart/form-data`` upload with hard limits, into memory or the app's temp dir.
+
+The body is counted while it streams in: a request announcing (``Content-Length``) or
+sending more than the limit is refused with 413 before more of it is read. Text fields are
+small and kept in memory; a file part stays in memory up to ``spool_bytes`` and then moves
+to an anonymous temporary file inside the app's own temp dir (``tempfile`` names it; nothing
+the client sends becomes a path). Everything is released by :meth:`UploadForm.close`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import SpooledTemporaryFile
+from typing import IO
+
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import parse_options_header
+
+__all__ = ["FormError", "UploadForm", "UploadedFile", "check_content_length", "read_multipart", "read_urlencoded"]
+
+
+class FormError(Exception):
+    """A request body that cannot be used; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+@dataclass
+class UploadedFile:
+    """One file part: its bytes (memory or the app's temp dir) and what the client said about it."""
+
+    field: str
+    filename: str
+    content_type: str | None
+    file: IO[bytes]
+    size: int = 0
+
+
+@dataclass
+class UploadForm:
+    """The text fields and file parts of one request."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, UploadedFile] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Free the file parts (a spooled file in the temp dir is deleted)."""
+        for upload in self.files.values():
+            upload.file.close()
+
+
+def _limit_message(max_bytes: int) -> str:
+    return (
+        f"upload is larger than the server's limit of {max_bytes:,} bytes ({max_bytes / 2**20:.3g} MiB); send a "
+        "smaller image or start the server with a larger --max-upload-mb"
+    )
+
+
+def check_content_length(header: str | None, max_bytes: int) -> None:
+    """Refuse (413) a body whose announced length is over ``max_bytes``, before reading any of it."""
+    if header is None:
+        return
+    try:
+        length = int(header)
+    except ValueError:
+        raise FormError(400, f"Content-Length {header!r} is not a number") from None
+    if length > max_bytes:
+        raise FormError(413, _limit_message(max_bytes))
+
+
+async def read_multipart(
+    content_type: str,
+    body: AsyncIterator[bytes],
+    *,
+    max_bytes: int,
+    spool_bytes: int,
+    temp_dir: Path,
+    max_fields: int = 32,
+    max_field_bytes: int = 1024,
+    max_files: int = 1,
+) -> UploadForm:
+    """Parse a ``multipart/form-data`` body with limits; raise :class:`FormError` on any violation.
+
+    Parameters
+    ----------
+    content_type
+        The request's ``Content-Type`` header (holds the boundary).
+    body
+        The body as it arrives, chunk by chunk.
+    max_bytes
+        Largest body accepted (413 beyond it).
+    spool_bytes
+        A file part larger than this moves from memory to a temporary file in ``temp_dir``.
+    max_fields, max_field_bytes, max_files
+        Limits on the text fields and file parts (400 beyond them).
+    """
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise FormError(400, "multipart/form-data request without a boundary in its Content-Type")
+    form = UploadForm()
+    state = _PartState()
+
+    def on_part_begin() -> None:
+        state.reset()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state.header_name += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state.header_value += data[start:end]
+
+    def on_header_end() -> None:
+        state.headers[state.header_name.decode("latin-1").lower()] = state.header_value.decode("latin-1")
+        state.header_name, state.header_value = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state.headers.get("content-disposition"))
+        if b"name" not in disposition:
+            raise FormError(400, "a multipart part has no name in its Content-Disposition header")
+        state.name = disposition[b"name"].decode("utf-8", "replace")
+        if b"filename" in disposition:
+            if len(form.files) >= max_files or state.name in form.files:
+                raise FormError(400, f"at most {max_files} file part(s) are accepted")
+            filename = disposition[b"filename"].decode("utf-8", "replace")
+            spool = SpooledTemporaryFile(max_size=spool_bytes, dir=temp_dir)  # noqa: SIM115 (closed by UploadForm)
+            state.file = UploadedFile(state.name, filename, state.headers.get("content-type"), spool)
+            form.files[state.name] = state.file
+        else:
+            if len(form.fields) >= max_fields:
+                raise FormError(400, f"too many form fields (at most {max_fields})")
+            state.file = None
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if state.file is not None:
+            state.file.file.write(chunk)
+            state.file.size += len(chunk)
+        else:
+            state.data += chunk
+            if len(state.data) > max_field_bytes:
+                raise FormError(400, f"form field {state.name!r} is longer than {max_field_bytes} bytes", state.name)
+
+    def on_part_end() -> None:
+        if state.file is not None:
+            state.file.file.seek(0)
+        else:
+            form.fields[state.name] = state.data.decode("utf-8", "replace")
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+        },
+    )
+    received = 0
+    try:
+        async for chunk in body:
+            received += len(chunk)
+            if received > max_bytes:
+                raise FormError(413, _limit_message(max_bytes))
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError:
+        form.close()
+        raise FormError(400, "the multipart/form-data body is malformed") from None
+    except BaseException:
+        form.close()
+        raise
+    return form
+
+
+async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fields: int = 32) -> UploadForm:
+    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id)."""
+    from urllib.parse import parse_qsl
+
+    received = bytearray()
+    async for chunk in body:
+        received += chunk
+        if len(received) > max_bytes:
+            raise FormError(413, _limit_message(max_bytes))
+    try:
+        pairs = parse_qsl(received.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError(
+            400, f"the form body is not valid UTF-8 url-encoded text with at most {max_fields} fields"
+        ) from None
+    return UploadForm(fields=dict(pairs))
+
+
+class _PartState:
+    """What the parser has seen of the current part."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.header_name = b""
+        self.header_value = b""
+        self.name = ""
+        self.data = b""
+        self.file: UploadedFile | None = None
