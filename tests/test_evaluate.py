@@ -142,3 +142,14 @@ def test_library_function_on_a_tensor_dataset() -> None:
     assert result.summary(LRP, "local Lipschitz")[0] < result.summary("random", "local Lipschitz")[0]
     with pytest.raises(relprop.ConfigurationError, match="data 'bad': 3 images, 2 labels"):
         EvaluationData(test.images[:3], test.labels[:2], name="bad")
+
+
+def test_a_methods_numbers_do_not_depend_on_the_other_methods() -> None:
+    test = digits_test_set()
+    data = EvaluationData(test.images[:6], test.labels[:6])
+    settings = EvaluationSettings(replacements=("uniform",), noise_samples=2, batch_size=3)
+    model = load_digits_model()
+    alone = evaluate_methods(model, data, [LRP], ["continuity", "selectivity"], settings)
+    together = evaluate_methods(model, data, ["random", LRP], ["continuity", "selectivity"], settings)
+    for title, values in alone.values[LRP].items():
+        torch.testing.assert_close(values, together.values[LRP][title], rtol=0, atol=0, equal_nan=True)

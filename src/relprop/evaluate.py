@@ -54,6 +54,7 @@ __all__ = [
     "MetricColumn",
     "evaluate",
     "evaluate_methods",
+    "format_cell",
     "load_data",
     "load_model",
     "resolve_method",
@@ -394,14 +395,18 @@ class EvaluationResult:
         return mean, se, n
 
     def cell(self, method: str, column: str) -> str:
-        """``"mean ± se"`` with a precision that fits the standard error."""
-        mean, se, n = self.summary(method, column)
-        if n == 0:
-            return "n/a"
-        if not math.isfinite(se) or se == 0:
-            return f"{mean:.4g}"
-        digits = max(0, min(6, 1 - math.floor(math.log10(se))))
-        return f"{mean:.{digits}f} ± {se:.{digits}f}"
+        """``"mean ± se"`` (see :func:`format_cell`)."""
+        return format_cell(*self.summary(method, column))
+
+
+def format_cell(mean: float, se: float, n: int) -> str:
+    """``"mean ± se"`` rounded to two significant digits of the standard error; ``"n/a"`` without data."""
+    if n == 0 or not math.isfinite(mean):
+        return "n/a"
+    if not math.isfinite(se) or se == 0:
+        return f"{mean:.4g}"
+    digits = max(0, min(6, 1 - math.floor(math.log10(se))))
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
 def _concat(chunks: list[Tensor]) -> Tensor:
@@ -418,6 +423,10 @@ def evaluate_methods(
 ) -> EvaluationResult:
     """Explain ``data`` with every method and measure every metric, per input.
 
+    Every method sees the same random perturbations (continuity noise, uniform replacement)
+    and the same global random state per batch, so a method's numbers do not depend on which
+    other methods are evaluated with it; the caller's random state is restored.
+
     Parameters
     ----------
     model
@@ -431,7 +440,8 @@ def evaluate_methods(
     settings
         Metric options.
     progress
-        Called with a description before each unit of work (method × metric × batch).
+        Called with a description after each unit of work (method × batch × metric family, and
+        the explanation itself).
 
     Returns
     -------
@@ -451,6 +461,7 @@ def evaluate_methods(
     families = [m for m in METRICS if m in metrics]
     columns = [c for family in families for c in columns_for(family, settings)]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
     # Fail on a wrong name or parameter before any long computation.
     probe = data.images[:2].to(device)
@@ -458,107 +469,38 @@ def evaluate_methods(
         call(model, probe, M.predicted_class(model, probe))
 
     result = EvaluationResult(list(methods), columns, n_inputs=len(data.images))
-    per_batch: dict[str, dict[str, list[Tensor]]] = {s: {c.title: [] for c in columns} for s in methods}
-    curve_sums: dict[str, dict[tuple[str, str], Tensor]] = {s: {} for s in methods}
-    random_sums: dict[str, dict[str, Any]] = {}
-    generator = torch.Generator().manual_seed(settings.seed)
+    state = {spec: _MethodState(columns, settings.seed) for spec in methods}
     n = len(data.images)
     for start in range(0, n, settings.batch_size):
         stop = min(n, start + settings.batch_size)
         x = data.images[start:stop].to(device)
-        labels = data.labels[start:stop].to(device)
         if settings.target == "predicted":
             target = M.predicted_class(model, x)
         elif settings.target == "label":
-            target = labels
+            target = data.labels[start:stop].to(device)
         else:
             target = torch.full((len(x),), int(settings.target), dtype=torch.long, device=device)
+        masks = None if data.masks is None else data.masks[start:stop].to(device)
         for spec, call in calls.items():
+            where = f"{spec} (inputs {start + 1}-{stop} of {n})"
 
-            def explain_fn(m: nn.Module, inputs: Tensor, t: Tensor, call: Any = call) -> Tensor:
-                return call(m, inputs, t).relevance
-
-            def step(family: str, where: str = f"{spec} (inputs {start + 1}-{stop} of {n})") -> None:
+            def step(family: str, where: str = where) -> None:
                 if progress is not None:
                     progress(f"{where}: {family}")
 
-            step("explaining")
-            explanation = call(model, x, target)
-            relevance = explanation.relevance.detach()
-            values = per_batch[spec]
-            for family in families:
-                step(family)
-                if family == "conservation":
-                    values["conservation error"].append(M.conservation_error(relevance, explanation.score))
-                    has_ledger = bool(explanation.ledger.entries)
-                    bias = M.ledger_shares(explanation.ledger)["bias"]
-                    values["bias share"].append(bias if has_ledger else torch.full_like(bias, math.nan))
-                elif family == "positivity":
-                    values["negative share"].append(M.negative_share(relevance))
-                elif family == "continuity":
-                    c = M.continuity(
-                        model,
-                        explain_fn,
-                        x,
-                        target,
-                        n_samples=settings.noise_samples,
-                        sigma=settings.sigma,
-                        bounds=settings.bounds,
-                        relevance=relevance,
-                        generator=generator,
-                    )
-                    values["local Lipschitz"].append(c.lipschitz)
-                    values["correlation"].append(c.correlation)
-                elif family == "selectivity":
-                    for r in settings.replacements:
-                        s = M.selectivity(
-                            model,
-                            x,
-                            relevance,
-                            target,
-                            patch_size=settings.patch_size,
-                            regions_per_step=settings.regions_per_step,
-                            replacement=r,
-                            score=settings.score,
-                            low=None if settings.bounds is None else settings.bounds[0],
-                            high=None if settings.bounds is None else settings.bounds[1],
-                            generator=generator,
-                        )
-                        values[f"AOPC MoRF ({r})"].append(s.aopc_morf)
-                        values[f"AOPC LeRF ({r})"].append(s.aopc_lerf)
-                        values[f"ABPC ({r})"].append(s.abpc)
-                        for order, curve in (("morf", s.morf), ("lerf", s.lerf)):
-                            total = curve.scores.double().sum(0).cpu()
-                            key = (r, order)
-                            curve_sums[spec][key] = curve_sums[spec].get(key, 0) + total
-                            result.fractions = curve.fractions
-                elif family == "localisation":
-                    assert data.masks is not None
-                    mask = data.masks[start:stop].to(device)
-                    values["mass accuracy"].append(M.relevance_mass_accuracy(relevance, mask, settings.mass_mode))
-                    values["rank accuracy"].append(M.relevance_rank_accuracy(relevance, mask))
-                elif family == "randomisation":
-                    rnd = M.cascading_randomisation(
-                        model, explain_fn, x, target, seed=settings.seed, relevance=relevance
-                    )
-                    values["Spearman random model"].append(rnd.final("spearman"))
-                    values["SSIM random model"].append(rnd.final("ssim"))
-                    sums = random_sums.setdefault(spec, {"layers": rnd.layers, "spearman": [], "ssim": []})
-                    sums["spearman"].append(rnd.similarity["spearman"].cpu())
-                    sums["ssim"].append(rnd.similarity["ssim"].cpu())
-                elif family == "complexity":
-                    values["entropy"].append(M.entropy(relevance))
-                    values["Gini"].append(M.gini(relevance))
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(settings.seed + start)
+                _evaluate_batch(model, call, x, target, masks, families, settings, state[spec], result, step)
 
     for spec in methods:
-        result.values[spec] = {title: _concat(chunks) for title, chunks in per_batch[spec].items()}
-        result.curves[spec] = {key: total / n for key, total in curve_sums[spec].items()}
-        if spec in random_sums:
-            sums = random_sums[spec]
+        result.values[spec] = {title: _concat(chunks) for title, chunks in state[spec].values.items()}
+        result.curves[spec] = {key: total / n for key, total in state[spec].curve_sums.items()}
+        stages = state[spec].randomisation
+        if stages:
             result.randomisation[spec] = {
-                "layers": sums["layers"],
-                "spearman": torch.cat(sums["spearman"], 1).nanmean(1),
-                "ssim": torch.cat(sums["ssim"], 1).nanmean(1),
+                "layers": stages["layers"],
+                "spearman": torch.cat(stages["spearman"], 1).nanmean(1),
+                "ssim": torch.cat(stages["ssim"], 1).nanmean(1),
             }
     result.description = {
         "inputs": f"{n} from {data.name}",
@@ -574,6 +516,98 @@ def evaluate_methods(
         "seed": str(settings.seed),
     }
     return result
+
+
+class _MethodState:
+    """What one method accumulates over the batches."""
+
+    def __init__(self, columns: Sequence[MetricColumn], seed: int) -> None:
+        self.values: dict[str, list[Tensor]] = {c.title: [] for c in columns}
+        self.curve_sums: dict[tuple[str, str], Tensor] = {}
+        self.randomisation: dict[str, Any] = {}
+        # The same noise for every method: each has its own generator with the same seed.
+        self.generator = torch.Generator().manual_seed(seed)
+
+
+def _evaluate_batch(
+    model: nn.Module,
+    call: Callable[[nn.Module, Tensor, Tensor], Explanation],
+    x: Tensor,
+    target: Tensor,
+    masks: Tensor | None,
+    families: Sequence[str],
+    settings: EvaluationSettings,
+    state: _MethodState,
+    result: EvaluationResult,
+    step: Callable[[str], None],
+) -> None:
+    def explain_fn(m: nn.Module, inputs: Tensor, t: Tensor) -> Tensor:
+        return call(m, inputs, t).relevance
+
+    explanation = call(model, x, target)
+    relevance = explanation.relevance.detach()
+    values = state.values
+    step("explained")
+    for family in families:
+        if family == "conservation":
+            values["conservation error"].append(M.conservation_error(relevance, explanation.score))
+            bias = M.ledger_shares(explanation.ledger)["bias"]
+            # Without per-layer entries (methods other than LRP) the ledger books no bias share.
+            values["bias share"].append(bias if explanation.ledger.entries else torch.full_like(bias, math.nan))
+        elif family == "positivity":
+            values["negative share"].append(M.negative_share(relevance))
+        elif family == "continuity":
+            c = M.continuity(
+                model,
+                explain_fn,
+                x,
+                target,
+                n_samples=settings.noise_samples,
+                sigma=settings.sigma,
+                bounds=settings.bounds,
+                relevance=relevance,
+                generator=state.generator,
+            )
+            values["local Lipschitz"].append(c.lipschitz)
+            values["correlation"].append(c.correlation)
+        elif family == "selectivity":
+            for r in settings.replacements:
+                s = M.selectivity(
+                    model,
+                    x,
+                    relevance,
+                    target,
+                    patch_size=settings.patch_size,
+                    regions_per_step=settings.regions_per_step,
+                    replacement=r,
+                    score=settings.score,
+                    low=None if settings.bounds is None else settings.bounds[0],
+                    high=None if settings.bounds is None else settings.bounds[1],
+                    generator=state.generator,
+                )
+                values[f"AOPC MoRF ({r})"].append(s.aopc_morf)
+                values[f"AOPC LeRF ({r})"].append(s.aopc_lerf)
+                values[f"ABPC ({r})"].append(s.abpc)
+                for order, curve in (("morf", s.morf), ("lerf", s.lerf)):
+                    total = curve.scores.double().sum(0).cpu()
+                    previous = state.curve_sums.get((r, order))
+                    state.curve_sums[(r, order)] = total if previous is None else previous + total
+                    result.fractions = curve.fractions
+        elif family == "localisation":
+            assert masks is not None
+            values["mass accuracy"].append(M.relevance_mass_accuracy(relevance, masks, settings.mass_mode))
+            values["rank accuracy"].append(M.relevance_rank_accuracy(relevance, masks))
+        elif family == "randomisation":
+            rnd = M.cascading_randomisation(model, explain_fn, x, target, seed=settings.seed, relevance=relevance)
+            values["Spearman random model"].append(rnd.final("spearman"))
+            values["SSIM random model"].append(rnd.final("ssim"))
+            state.randomisation.setdefault("layers", rnd.layers)
+            state.randomisation.setdefault("spearman", []).append(rnd.similarity["spearman"].cpu())
+            state.randomisation.setdefault("ssim", []).append(rnd.similarity["ssim"].cpu())
+        elif family == "complexity":
+            values["entropy"].append(M.entropy(relevance))
+            values["Gini"].append(M.gini(relevance))
+        step(family)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -622,12 +656,13 @@ def to_markdown(result: EvaluationResult, title: str = "Evaluation", command: st
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(result: EvaluationResult) -> list[str]:
-    """Rows: methods; columns: metrics."""
-    header = ["method", *[f"{c.title} {c.arrow}".strip() for c in result.columns]]
+def markdown_table(result: EvaluationResult, families: Sequence[str] | None = None) -> list[str]:
+    """Rows: methods; columns: metrics (of ``families`` only, if given)."""
+    columns = [c for c in result.columns if families is None or c.family in families]
+    header = ["method", *[f"{c.title} {c.arrow}".strip() for c in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for spec in result.methods:
-        cells = [f"`{spec}`", *[result.cell(spec, c.title) for c in result.columns]]
+        cells = [f"`{spec}`", *[result.cell(spec, c.title) for c in columns]]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -637,7 +672,7 @@ def plot_curves(result: EvaluationResult, path: Path) -> None:
     from matplotlib.figure import Figure
 
     replacements = list(dict.fromkeys(key[0] for curves in result.curves.values() for key in curves))
-    fig = Figure(figsize=(5.2 * max(1, len(replacements)), 4.2), layout="constrained")
+    fig = Figure(figsize=(5.2 * max(1, len(replacements)), 4.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(replacements)), squeeze=False)[0]
     fractions = (result.fractions if result.fractions is not None else torch.zeros(1)).numpy()
     colours = [f"C{i}" for i in range(10)]
@@ -652,7 +687,7 @@ def plot_curves(result: EvaluationResult, path: Path) -> None:
         ax.set_xlabel("fraction of regions removed")
         ax.set_ylabel("mean score of the explained class")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     _save_figure(fig, path)
 
 
@@ -660,7 +695,7 @@ def plot_randomisation(result: EvaluationResult, path: Path) -> None:
     """Mean Spearman and SSIM to the original explanation after each randomisation stage."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for i, spec in enumerate(result.methods):
         stages = result.randomisation.get(spec)
@@ -675,7 +710,7 @@ def plot_randomisation(result: EvaluationResult, path: Path) -> None:
         ax.set_title(f"cascading randomisation (top down): {name}")
         ax.set_ylabel("similarity to the original explanation")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     _save_figure(fig, path)
 
 
@@ -691,6 +726,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -922,3 +961,7 @@ def evaluate(
     Console().print(table)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    evaluate()
