@@ -52,8 +52,8 @@ FRACTION = 0.9
 MARK_ROWS = slice(6, 8)
 MARK_COLS = slice(0, 2)
 MARK_VALUE = 1.0
-#: The methods compared (LRP composites until the methods branch adds gradient, IG, ...).
-METHODS = [
+#: LRP composites compared (z^B bounds: the pixel range [0, 1]).
+LRP_METHODS = [
     "lrp:lrp-0",
     "lrp:epsilon,epsilon=0.25",
     "lrp:gamma,gamma=0.25",
@@ -61,8 +61,30 @@ METHODS = [
     "lrp:epsilon-plus-flat",
     "lrp:epsilon-gamma-box,low=0,high=1",
     "lrp:montavon,low=0,high=1",
-    "random",
 ]
+#: The relatives of LRP, compared as soon as relprop.methods provides them (the methods branch).
+RELATIVES = [
+    "gradient",
+    "gradient-x-input",
+    "smoothgrad:n=20,sigma=0.1,seed=0",
+    "integrated-gradients",
+    "guided-backprop",
+    "deconvnet",
+    "occlusion:patch=2",
+    "deeplift",
+    "deep-taylor:low=0,high=1",
+]
+
+
+def available_methods() -> list[str]:
+    """The LRP composites, the relatives this relprop has, and the noise baseline ``random``."""
+    from relprop import methods
+
+    names = set(methods.names())
+    return [*LRP_METHODS, *(m for m in RELATIVES if m.split(":")[0] in names), "random"]
+
+
+METHODS = available_methods()
 FIGURE_METHODS = ["lrp:lrp-0", "lrp:epsilon,epsilon=0.25", "lrp:alpha1-beta0", "lrp:epsilon-gamma-box,low=0,high=1"]
 
 

@@ -16,10 +16,12 @@ from relprop.evaluate import (
     EvaluationSettings,
     evaluate,
     evaluate_methods,
+    format_cell,
     resolve_method,
     split_method_specs,
 )
 from relprop.models import digits_test_set, load_digits_model
+from test_invariance import assert_unchanged, snapshot
 
 LRP = "lrp:epsilon-gamma-box,low=0,high=1"
 
@@ -123,17 +125,32 @@ def test_method_specs_split_on_commas_but_keep_parameters() -> None:
         {"composite": "epsilon-gamma-box", "low": 0, "high": 1.0, "gamma": 0.5},
     )
     assert resolve_method("random") == ("random", {})
-    with pytest.raises(relprop.ConfigurationError, match="parameter 'n20' must look like name=value"):
+    with pytest.raises(relprop.ConfigurationError, match="'n20'"):
         resolve_method("smoothgrad:n20")
+
+
+def test_fallback_parser_until_the_methods_branch_provides_resolve() -> None:
+    """Delete with relprop.evaluate._fallback_resolve once relprop.methods.resolve exists."""
+    from relprop.evaluate import _fallback_resolve
+
+    assert _fallback_resolve("smoothgrad:n=20,sigma=0.1,abs=true") == (
+        "smoothgrad",
+        {"n": 20, "sigma": 0.1, "abs": True},
+    )
+    with pytest.raises(relprop.ConfigurationError, match="parameter 'n20' must look like name=value"):
+        _fallback_resolve("smoothgrad:n20")
 
 
 def test_library_function_on_a_tensor_dataset() -> None:
     test = digits_test_set()
     data = EvaluationData(test.images[:10], test.labels[:10], name="ten digits")
     settings = EvaluationSettings(replacements=("blur",), batch_size=4, noise_samples=2)
+    model = load_digits_model()
+    before = snapshot(model)
     result = evaluate_methods(
-        load_digits_model(), data, [LRP, "random"], ["continuity", "selectivity"], settings=settings
+        model, data, [LRP, "random"], ["continuity", "selectivity", "randomisation"], settings=settings
     )
+    assert_unchanged(model, before)
     assert result.n_inputs == 10
     for spec in (LRP, "random"):
         assert all(v.shape == (10,) for v in result.values[spec].values())
@@ -153,3 +170,11 @@ def test_a_methods_numbers_do_not_depend_on_the_other_methods() -> None:
     together = evaluate_methods(model, data, ["random", LRP], ["continuity", "selectivity"], settings)
     for title, values in alone.values[LRP].items():
         torch.testing.assert_close(values, together.values[LRP][title], rtol=0, atol=0, equal_nan=True)
+
+
+def test_cells_round_to_the_standard_error() -> None:
+    assert format_cell(0.123456, 0.0123, 50) == "0.123 ± 0.012"
+    assert format_cell(17.18, 0.31, 360) == "17.18 ± 0.31"
+    assert format_cell(3e-9, 2e-10, 360) == "3.00e-09 ± 2.0e-10"
+    assert format_cell(0.5, 0.0, 10) == "0.5"
+    assert format_cell(float("nan"), float("nan"), 0) == "n/a"

@@ -405,7 +405,9 @@ def format_cell(mean: float, se: float, n: int) -> str:
         return "n/a"
     if not math.isfinite(se) or se == 0:
         return f"{mean:.4g}"
-    digits = max(0, min(6, 1 - math.floor(math.log10(se))))
+    if se < 1e-4:  # e.g. exact conservation: fixed-point digits would print 0.000000 ± 0.000000
+        return f"{mean:.2e} ± {se:.1e}"
+    digits = max(0, 1 - math.floor(math.log10(se)))
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
