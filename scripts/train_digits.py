@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,19 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def train() -> tuple[DigitsCNN, float, np.ndarray, np.ndarray, np.ndarray]:
+def fit(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    after_augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> DigitsCNN:
+    """Train a DigitsCNN with the shipped recipe (seeded: the same data give the same weights).
+
+    ``after_augment(batch, indices)`` may change each augmented batch (``indices`` into ``x_train``),
+    e.g. to plant a feature at a fixed position (scripts/clever_hans.py).
+    """
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    images, target, train_idx, test_idx, _ = split()
-    x_all = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
-    y_all = torch.from_numpy(target.astype(np.int64))
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_test, y_test = x_all[test_idx], y_all[test_idx]
-
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
@@ -70,12 +74,29 @@ def train() -> tuple[DigitsCNN, float, np.ndarray, np.ndarray, np.ndarray]:
         for start in range(0, len(order), BATCH):
             batch = order[start : start + BATCH]
             xb = augment(x_train[batch], generator)
+            if after_augment is not None:
+                xb = after_augment(xb, batch)
             optimizer.zero_grad()
             loss = loss_fn(model(xb), y_train[batch])
             loss.backward()
             optimizer.step()
         scheduler.step()
-    model.eval()
+    return model.eval()
+
+
+def tensors() -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """All digits as ``(N, 1, 8, 8)`` floats in [0, 1] with labels, and the train/test indices."""
+    images, target, train_idx, test_idx, _ = split()
+    x_all = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
+    y_all = torch.from_numpy(target.astype(np.int64))
+    return x_all, y_all, train_idx, test_idx
+
+
+def train() -> tuple[DigitsCNN, float, np.ndarray, np.ndarray, np.ndarray]:
+    images, target, _, test_idx, _ = split()
+    x_all, y_all, train_idx, test_idx = tensors()
+    x_test, y_test = x_all[test_idx], y_all[test_idx]
+    model = fit(x_all[train_idx], y_all[train_idx])
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     return model, accuracy, images[test_idx], target[test_idx], test_idx

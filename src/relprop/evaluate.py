@@ -1,0 +1,969 @@
+"""``relprop evaluate``: every method × every metric on a model and data set, as numbers.
+
+The seeds criticise the LRP literature for showing no empirical comparison and no formal
+evaluation; this command makes both a one-liner::
+
+    relprop evaluate --methods lrp:epsilon-gamma-box,low=0,high=1 --methods lrp:epsilon,epsilon=0.25 \\
+        --methods random --count 200 --out evaluation/digits
+
+It explains the inputs with each method, measures the explanations with :mod:`relprop.metrics`
+(mean ± standard error over the inputs), prints the table, and writes ``results.csv``,
+``results.md``, ``pixel_flipping.png`` (the MoRF/LeRF curves) and ``randomisation.png``
+next to each other, atomically, refusing to overwrite without ``--force``.
+
+The library entry point is :func:`evaluate_methods` (a model, an :class:`EvaluationData` of
+tensors, method specs and metric names → :class:`EvaluationResult`).
+
+Methods are named as in ``relprop explain``: ``"lrp:<composite>"`` with optional
+``,name=value`` parameters, or another method's name (``"gradient"``,
+``"smoothgrad:n=20,sigma=0.1"``) — resolved by :func:`relprop.methods.resolve`. ``"random"``
+is an evaluation baseline: Gaussian noise as relevance, a floor every method should beat.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import pickle
+import shlex
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import metrics as M
+from .engine import explain as _explain
+from .errors import ConfigurationError, RelpropError
+from .explanation import Explanation
+from .ledger import Ledger
+from .targets import initial_relevance
+
+__all__ = [
+    "METRICS",
+    "EvaluationData",
+    "EvaluationResult",
+    "EvaluationSettings",
+    "MetricColumn",
+    "evaluate",
+    "evaluate_methods",
+    "format_cell",
+    "load_data",
+    "load_model",
+    "resolve_method",
+    "split_method_specs",
+]
+
+#: Metric families, in table order.
+METRICS = (
+    "conservation",
+    "positivity",
+    "continuity",
+    "selectivity",
+    "localisation",
+    "randomisation",
+    "complexity",
+)
+RANDOM_BASELINE = "random"
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods by name
+
+
+def _parse_value(text: str) -> Any:
+    """``"0.25"`` → 0.25, ``"20"`` → 20, ``"true"`` → True, anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def _fallback_resolve(spec: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``"name"``, ``"name:k=v,k=v"`` or ``"lrp:<composite>[,k=v...]"``.
+
+    Stand-in for ``relprop.methods.resolve`` until the methods branch provides it (then delete).
+    """
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, Any] = {}
+    items = [item for item in rest.split(",") if item.strip()] if rest else []
+    if name == "lrp" and items and "=" not in items[0]:
+        params["composite"] = items.pop(0).strip()
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigurationError(f"method spec {spec!r}: parameter {item!r} must look like name=value.")
+        params[key.strip()] = _parse_value(value)
+    if not name:
+        raise ConfigurationError(f"method spec {spec!r} has no method name; write e.g. 'lrp:epsilon-gamma-box'.")
+    return name, params
+
+
+def resolve_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``(method name, parameters for relprop.explain)`` of a method spec such as ``"lrp:epsilon,epsilon=0.25"``."""
+    if spec.strip() == RANDOM_BASELINE:
+        return RANDOM_BASELINE, {}
+    from . import methods
+
+    resolve = getattr(methods, "resolve", None)
+    if resolve is not None:
+        name, params = resolve(spec)
+        return name, dict(params)
+    return _fallback_resolve(spec)
+
+
+def split_method_specs(values: Iterable[str]) -> list[str]:
+    """Split ``--methods`` values on commas, keeping ``name=value`` items with the spec before them.
+
+    ``"lrp:epsilon,epsilon=0.25,gradient"`` → ``["lrp:epsilon,epsilon=0.25", "gradient"]``.
+    """
+    specs: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "=" in item and ":" not in item.split("=", 1)[0] and specs:
+                specs[-1] = f"{specs[-1]},{item}"
+            else:
+                specs.append(item)
+    return specs
+
+
+def _explanation_call(spec: str, seed: int) -> Callable[[nn.Module, Tensor, Tensor], Explanation]:
+    """``call(model, inputs, target) -> Explanation`` for a method spec."""
+    name, params = resolve_method(spec)
+    if name == RANDOM_BASELINE:
+        generator = torch.Generator().manual_seed(seed)
+
+        def random_explanation(model: nn.Module, inputs: Tensor, target: Tensor) -> Explanation:
+            with torch.no_grad():
+                output = model(inputs)
+            head = initial_relevance(output, target)
+            noise = torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype).to(inputs.device)
+            ledger = Ledger(score=head.score, input_relevance=noise.reshape(len(noise), -1).sum(1))
+            return Explanation(noise, output, head.target, ledger)
+
+        return random_explanation
+
+    def call(model: nn.Module, inputs: Tensor, target: Tensor) -> Explanation:
+        return _explain(model, inputs, target, method=name, **params)
+
+    return call
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and data
+
+
+@dataclass
+class EvaluationData:
+    """Inputs to evaluate on, with labels and optional ground-truth masks (for localisation).
+
+    Attributes
+    ----------
+    images
+        ``(N, ...)`` model inputs.
+    labels
+        ``(N,)`` class labels.
+    masks
+        ``(N, H, W)``, ``(N, 1, H, W)`` or input-shaped ground-truth regions, or ``None``.
+    name
+        Shown in reports.
+    """
+
+    images: Tensor
+    labels: Tensor
+    masks: Tensor | None = None
+    name: str = "data"
+
+    def __post_init__(self) -> None:
+        if len(self.images) != len(self.labels) or (self.masks is not None and len(self.masks) != len(self.images)):
+            raise ConfigurationError(
+                f"data {self.name!r}: {len(self.images)} images, {len(self.labels)} labels"
+                f"{'' if self.masks is None else f' and {len(self.masks)} masks'}; give one of each per input."
+            )
+
+    def head(self, count: int | None) -> EvaluationData:
+        """The first ``count`` inputs (all if ``None``)."""
+        if count is None:
+            return self
+        masks = None if self.masks is None else self.masks[:count]
+        return EvaluationData(self.images[:count], self.labels[:count], masks, self.name)
+
+
+# What torch.load / np.load raise on a file that is not what we expect.
+_LOAD_ERRORS = (
+    RuntimeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    EOFError,
+    OSError,
+    pickle.UnpicklingError,
+)
+
+
+def load_model(spec: str, device: str | torch.device = "cpu") -> nn.Module:
+    """``"digits"`` (the embedded CNN) or a path to a state dict of :class:`~relprop.models.DigitsCNN`."""
+    from .models.digits import DigitsCNN, load_digits_model
+
+    if spec == "digits":
+        return load_digits_model(device=device)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigurationError(f"--model {spec!r} is neither 'digits' nor an existing file; pass one of them.")
+    try:
+        return load_digits_model(path, device=device)
+    except _LOAD_ERRORS as exc:
+        raise ConfigurationError(
+            f"--model {spec}: not a state dict of relprop's DigitsCNN ({type(exc).__name__}); save one with "
+            f"torch.save({DigitsCNN.__name__}().state_dict(), path)."
+        ) from None
+
+
+def load_data(spec: str) -> EvaluationData:
+    """``"digits"`` (the 360 bundled held-out digits) or a ``.pt``/``.npz`` file with ``images``,
+    ``labels`` and optionally ``masks``."""
+    if spec == "digits":
+        from .models.digits import digits_test_set
+
+        test = digits_test_set()
+        return EvaluationData(test.images, test.labels, None, "digits test set (360 held-out digits)")
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigurationError(f"--data {spec!r} is neither 'digits' nor an existing .pt or .npz file.")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as archive:
+                content: Any = {k: torch.from_numpy(archive[k]) for k in archive.files}
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except _LOAD_ERRORS as exc:
+        raise ConfigurationError(
+            f"--data {spec}: cannot read it as a .pt or .npz file ({type(exc).__name__})."
+        ) from None
+    if not isinstance(content, dict) or "images" not in content or "labels" not in content:
+        raise ConfigurationError(
+            f"--data {spec}: expected a dict with 'images', 'labels' and optionally 'masks' tensors."
+        )
+    return EvaluationData(
+        torch.as_tensor(content["images"]).float(),
+        torch.as_tensor(content["labels"]).long(),
+        None if content.get("masks") is None else torch.as_tensor(content["masks"]).bool(),
+        str(content.get("name", path.name)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One reported number: its family, column title and whether higher is better."""
+
+    family: str
+    title: str
+    higher_is_better: bool | None
+
+    @property
+    def arrow(self) -> str:
+        """``↑`` (higher is better), ``↓`` (lower is better) or nothing (informational)."""
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+    @property
+    def better(self) -> str:
+        return {True: "higher", False: "lower", None: "-"}[self.higher_is_better]
+
+
+@dataclass
+class EvaluationSettings:
+    """Options of the metrics (see :mod:`relprop.metrics` for their meaning).
+
+    Attributes
+    ----------
+    target
+        ``"predicted"`` (explain the model's decision), ``"label"`` or a class index.
+    replacements
+        Replacements for pixel flipping; each gives its own AOPC/ABPC columns and curves.
+    patch_size, regions_per_step, score
+        Pixel-flipping options (``score``: ``"logit"`` or ``"probability"``).
+    noise_samples, sigma, bounds
+        Continuity: perturbations per input, their standard deviation, and the data range
+        perturbed inputs are clamped to (``None``: no clamping).
+    mass_mode
+        Relevance mass accuracy on ``"positive"``, ``"absolute"`` or ``"signed"`` relevance.
+    batch_size
+        Inputs per explanation call.
+    seed
+        Seeds the noise (continuity, uniform replacement, the random baseline) and the randomisation.
+    """
+
+    target: str | int = "predicted"
+    replacements: tuple[str, ...] = ("zeros",)
+    patch_size: int = 1
+    regions_per_step: int = 1
+    score: str = "logit"
+    noise_samples: int = 10
+    sigma: float = 0.05
+    bounds: tuple[float, float] | None = None
+    mass_mode: str = "positive"
+    batch_size: int = 128
+    seed: int = 0
+
+
+def columns_for(family: str, settings: EvaluationSettings) -> list[MetricColumn]:
+    """The columns a metric family reports."""
+    if family == "conservation":
+        return [MetricColumn(family, "conservation error", False), MetricColumn(family, "bias share", None)]
+    if family == "positivity":
+        return [MetricColumn(family, "negative share", False)]
+    if family == "continuity":
+        return [MetricColumn(family, "local Lipschitz", False), MetricColumn(family, "correlation", True)]
+    if family == "selectivity":
+        columns = []
+        for r in settings.replacements:
+            columns += [
+                MetricColumn(family, f"AOPC MoRF ({r})", True),
+                MetricColumn(family, f"AOPC LeRF ({r})", False),
+                MetricColumn(family, f"ABPC ({r})", True),
+            ]
+        return columns
+    if family == "localisation":
+        return [MetricColumn(family, "mass accuracy", True), MetricColumn(family, "rank accuracy", True)]
+    if family == "randomisation":
+        return [MetricColumn(family, "Spearman random model", False), MetricColumn(family, "SSIM random model", False)]
+    if family == "complexity":
+        return [MetricColumn(family, "entropy", False), MetricColumn(family, "Gini", True)]
+    raise ConfigurationError(f"unknown metric {family!r}; choose from {', '.join(METRICS)}.")
+
+
+@dataclass
+class EvaluationResult:
+    """Per-input values of every method × metric column, with the curves behind them.
+
+    Attributes
+    ----------
+    methods
+        Method specs, in order.
+    columns
+        The reported metric columns.
+    values
+        ``values[method][column title]``: ``(N,)`` float64, NaN where undefined.
+    curves
+        ``curves[method][(replacement, order)]``: mean perturbation curve ``(L + 1,)``.
+    fractions
+        Fraction of regions removed at each curve step.
+    randomisation
+        ``randomisation[method]``: ``{"layers": [...], "spearman": (K,), "ssim": (K,)}`` means per stage.
+    """
+
+    methods: list[str]
+    columns: list[MetricColumn]
+    values: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    curves: dict[str, dict[tuple[str, str], Tensor]] = field(default_factory=dict)
+    fractions: Tensor | None = None
+    randomisation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_inputs: int = 0
+    description: dict[str, str] = field(default_factory=dict)
+
+    def summary(self, method: str, column: str) -> tuple[float, float, int]:
+        """``(mean, standard error, count)`` over the inputs where the value is defined."""
+        v = self.values[method][column]
+        finite = v[torch.isfinite(v)]
+        n = int(finite.numel())
+        if n == 0:
+            return math.nan, math.nan, 0
+        mean = float(finite.mean())
+        se = float(finite.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
+        return mean, se, n
+
+    def cell(self, method: str, column: str) -> str:
+        """``"mean ± se"`` (see :func:`format_cell`)."""
+        return format_cell(*self.summary(method, column))
+
+
+def format_cell(mean: float, se: float, n: int) -> str:
+    """``"mean ± se"`` rounded to two significant digits of the standard error; ``"n/a"`` without data."""
+    if n == 0 or not math.isfinite(mean):
+        return "n/a"
+    if not math.isfinite(se) or se == 0:
+        return f"{mean:.4g}"
+    if se < 1e-4:  # e.g. exact conservation: fixed-point digits would print 0.000000 ± 0.000000
+        return f"{mean:.2e} ± {se:.1e}"
+    digits = max(0, 1 - math.floor(math.log10(se)))
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _concat(chunks: list[Tensor]) -> Tensor:
+    return torch.cat([c.detach().double().cpu() for c in chunks])
+
+
+def evaluate_methods(
+    model: nn.Module,
+    data: EvaluationData,
+    methods: Sequence[str],
+    metrics: Sequence[str] = METRICS,
+    settings: EvaluationSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Explain ``data`` with every method and measure every metric, per input.
+
+    Every method sees the same random perturbations (continuity noise, uniform replacement)
+    and the same global random state per batch, so a method's numbers do not depend on which
+    other methods are evaluated with it; the caller's random state is restored.
+
+    Parameters
+    ----------
+    model
+        The classifier in eval mode (never modified; the randomisation check works on a copy).
+    data
+        Inputs, labels and (for localisation) masks.
+    methods
+        Method specs (``"lrp:epsilon-gamma-box,low=0,high=1"``, ``"gradient"``, ``"random"`` …).
+    metrics
+        Families from :data:`METRICS`; ``"localisation"`` needs ``data.masks``.
+    settings
+        Metric options.
+    progress
+        Called with a description after each unit of work (method × batch × metric family, and
+        the explanation itself).
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    settings = settings or EvaluationSettings()
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigurationError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}.")
+    if "localisation" in metrics and data.masks is None:
+        raise ConfigurationError(
+            f"metric 'localisation' needs ground-truth masks, and data {data.name!r} has none; drop it from --metrics "
+            "or pass data with masks."
+        )
+    if not methods:
+        raise ConfigurationError("no methods to evaluate; pass at least one, e.g. --methods lrp:epsilon-gamma-box.")
+    families = [m for m in METRICS if m in metrics]
+    columns = [c for family in families for c in columns_for(family, settings)]
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
+    # Fail on a wrong name or parameter before any long computation.
+    probe = data.images[:2].to(device)
+    for call in calls.values():
+        call(model, probe, M.predicted_class(model, probe))
+
+    result = EvaluationResult(list(methods), columns, n_inputs=len(data.images))
+    state = {spec: _MethodState(columns, settings.seed) for spec in methods}
+    n = len(data.images)
+    for start in range(0, n, settings.batch_size):
+        stop = min(n, start + settings.batch_size)
+        x = data.images[start:stop].to(device)
+        if settings.target == "predicted":
+            target = M.predicted_class(model, x)
+        elif settings.target == "label":
+            target = data.labels[start:stop].to(device)
+        else:
+            target = torch.full((len(x),), int(settings.target), dtype=torch.long, device=device)
+        masks = None if data.masks is None else data.masks[start:stop].to(device)
+        for spec, call in calls.items():
+            where = f"{spec} (inputs {start + 1}-{stop} of {n})"
+
+            def step(family: str, where: str = where) -> None:
+                if progress is not None:
+                    progress(f"{where}: {family}")
+
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(settings.seed + start)
+                _evaluate_batch(model, call, x, target, masks, families, settings, state[spec], result, step)
+
+    for spec in methods:
+        result.values[spec] = {title: _concat(chunks) for title, chunks in state[spec].values.items()}
+        result.curves[spec] = {key: total / n for key, total in state[spec].curve_sums.items()}
+        stages = state[spec].randomisation
+        if stages:
+            result.randomisation[spec] = {
+                "layers": stages["layers"],
+                "spearman": torch.cat(stages["spearman"], 1).nanmean(1),
+                "ssim": torch.cat(stages["ssim"], 1).nanmean(1),
+            }
+    result.description = {
+        "inputs": f"{n} from {data.name}",
+        "target": str(settings.target),
+        "pixel flipping": (
+            f"patch {settings.patch_size}, {settings.regions_per_step} region(s) per step, score {settings.score}, "
+            f"replacements {', '.join(settings.replacements)}"
+        ),
+        "continuity": (
+            f"{settings.noise_samples} Gaussian perturbations, sigma {settings.sigma}, bounds {settings.bounds}"
+        ),
+        "localisation": f"relevance mass on {settings.mass_mode} relevance",
+        "seed": str(settings.seed),
+    }
+    return result
+
+
+class _MethodState:
+    """What one method accumulates over the batches."""
+
+    def __init__(self, columns: Sequence[MetricColumn], seed: int) -> None:
+        self.values: dict[str, list[Tensor]] = {c.title: [] for c in columns}
+        self.curve_sums: dict[tuple[str, str], Tensor] = {}
+        self.randomisation: dict[str, Any] = {}
+        # The same noise for every method: each has its own generator with the same seed.
+        self.generator = torch.Generator().manual_seed(seed)
+
+
+def _evaluate_batch(
+    model: nn.Module,
+    call: Callable[[nn.Module, Tensor, Tensor], Explanation],
+    x: Tensor,
+    target: Tensor,
+    masks: Tensor | None,
+    families: Sequence[str],
+    settings: EvaluationSettings,
+    state: _MethodState,
+    result: EvaluationResult,
+    step: Callable[[str], None],
+) -> None:
+    def explain_fn(m: nn.Module, inputs: Tensor, t: Tensor) -> Tensor:
+        return call(m, inputs, t).relevance
+
+    explanation = call(model, x, target)
+    relevance = explanation.relevance.detach()
+    values = state.values
+    step("explained")
+    for family in families:
+        if family == "conservation":
+            values["conservation error"].append(M.conservation_error(relevance, explanation.score))
+            bias = M.ledger_shares(explanation.ledger)["bias"]
+            # Without per-layer entries (methods other than LRP) the ledger books no bias share.
+            values["bias share"].append(bias if explanation.ledger.entries else torch.full_like(bias, math.nan))
+        elif family == "positivity":
+            values["negative share"].append(M.negative_share(relevance))
+        elif family == "continuity":
+            c = M.continuity(
+                model,
+                explain_fn,
+                x,
+                target,
+                n_samples=settings.noise_samples,
+                sigma=settings.sigma,
+                bounds=settings.bounds,
+                relevance=relevance,
+                generator=state.generator,
+            )
+            values["local Lipschitz"].append(c.lipschitz)
+            values["correlation"].append(c.correlation)
+        elif family == "selectivity":
+            for r in settings.replacements:
+                s = M.selectivity(
+                    model,
+                    x,
+                    relevance,
+                    target,
+                    patch_size=settings.patch_size,
+                    regions_per_step=settings.regions_per_step,
+                    replacement=r,
+                    score=settings.score,
+                    low=None if settings.bounds is None else settings.bounds[0],
+                    high=None if settings.bounds is None else settings.bounds[1],
+                    generator=state.generator,
+                )
+                values[f"AOPC MoRF ({r})"].append(s.aopc_morf)
+                values[f"AOPC LeRF ({r})"].append(s.aopc_lerf)
+                values[f"ABPC ({r})"].append(s.abpc)
+                for order, curve in (("morf", s.morf), ("lerf", s.lerf)):
+                    total = curve.scores.double().sum(0).cpu()
+                    previous = state.curve_sums.get((r, order))
+                    state.curve_sums[(r, order)] = total if previous is None else previous + total
+                    result.fractions = curve.fractions
+        elif family == "localisation":
+            assert masks is not None
+            values["mass accuracy"].append(M.relevance_mass_accuracy(relevance, masks, settings.mass_mode))
+            values["rank accuracy"].append(M.relevance_rank_accuracy(relevance, masks))
+        elif family == "randomisation":
+            rnd = M.cascading_randomisation(model, explain_fn, x, target, seed=settings.seed, relevance=relevance)
+            values["Spearman random model"].append(rnd.final("spearman"))
+            values["SSIM random model"].append(rnd.final("ssim"))
+            state.randomisation.setdefault("layers", rnd.layers)
+            state.randomisation.setdefault("spearman", []).append(rnd.similarity["spearman"].cpu())
+            state.randomisation.setdefault("ssim", []).append(rnd.similarity["ssim"].cpu())
+        elif family == "complexity":
+            values["entropy"].append(M.entropy(relevance))
+            values["Gini"].append(M.gini(relevance))
+        step(family)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+
+
+def result_rows(result: EvaluationResult) -> list[dict[str, Any]]:
+    """Long-format rows ``method, family, metric, better, mean, se, n`` (one per method × column)."""
+    rows = []
+    for spec in result.methods:
+        for column in result.columns:
+            mean, se, n = result.summary(spec, column.title)
+            rows.append(
+                {
+                    "method": spec,
+                    "family": column.family,
+                    "metric": column.title,
+                    "better": column.better,
+                    "mean": mean,
+                    "se": se,
+                    "n": n,
+                }
+            )
+    return rows
+
+
+def to_csv(result: EvaluationResult) -> str:
+    """The summary as CSV (long format)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["method", "family", "metric", "better", "mean", "se", "n"])
+    writer.writeheader()
+    for row in result_rows(result):
+        writer.writerow({**row, "mean": f"{row['mean']:.10g}", "se": f"{row['se']:.10g}"})
+    return buffer.getvalue()
+
+
+def to_markdown(result: EvaluationResult, title: str = "Evaluation", command: str | None = None) -> str:
+    """A Markdown report: settings, and the method × metric table of ``mean ± standard error``."""
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Regenerate with:", "", "    " + command, ""]
+    for key, value in result.description.items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "Mean ± standard error over the inputs (↑ higher is better, ↓ lower is better).", ""]
+    lines += markdown_table(result)
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(result: EvaluationResult, families: Sequence[str] | None = None) -> list[str]:
+    """Rows: methods; columns: metrics (of ``families`` only, if given)."""
+    columns = [c for c in result.columns if families is None or c.family in families]
+    header = ["method", *[f"{c.title} {c.arrow}".strip() for c in columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for spec in result.methods:
+        cells = [f"`{spec}`", *[result.cell(spec, c.title) for c in columns]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_curves(result: EvaluationResult, path: Path) -> None:
+    """Mean pixel-flipping curves per replacement (MoRF solid, LeRF dashed, one colour per method)."""
+    from matplotlib.figure import Figure
+
+    replacements = list(dict.fromkeys(key[0] for curves in result.curves.values() for key in curves))
+    fig = Figure(figsize=(5.2 * max(1, len(replacements)), 4.8), layout="constrained")
+    axes = fig.subplots(1, max(1, len(replacements)), squeeze=False)[0]
+    fractions = (result.fractions if result.fractions is not None else torch.zeros(1)).numpy()
+    colours = [f"C{i}" for i in range(10)]
+    for ax, replacement in zip(axes, replacements, strict=False):
+        for i, spec in enumerate(result.methods):
+            for order, style in (("morf", "-"), ("lerf", "--")):
+                curve = result.curves[spec].get((replacement, order))
+                if curve is not None:
+                    label = spec if order == "morf" else None
+                    ax.plot(fractions, curve.numpy(), style, color=colours[i % 10], label=label, linewidth=1.4)
+        ax.set_title(f"pixel flipping, replacement: {replacement}\n(solid: MoRF, dashed: LeRF)")
+        ax.set_xlabel("fraction of regions removed")
+        ax.set_ylabel("mean score of the explained class")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    _save_figure(fig, path)
+
+
+def plot_randomisation(result: EvaluationResult, path: Path) -> None:
+    """Mean Spearman and SSIM to the original explanation after each randomisation stage."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, spec in enumerate(result.methods):
+        stages = result.randomisation.get(spec)
+        if stages is None:
+            continue
+        labels = ["original", *stages["layers"]]
+        for ax, name in zip(axes, ("spearman", "ssim"), strict=True):
+            values = [1.0, *stages[name].tolist()]
+            ax.plot(range(len(values)), values, "-o", color=f"C{i % 10}", label=spec, markersize=3)
+            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    for ax, name in zip(axes, ("Spearman |R|", "SSIM |R|"), strict=True):
+        ax.set_title(f"cascading randomisation (top down): {name}")
+        ax.set_ylabel("similarity to the original explanation")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the target folder, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_report(
+    result: EvaluationResult, out_dir: Path, force: bool = False, title: str = "Evaluation", command: str | None = None
+) -> list[Path]:
+    """Write ``results.csv``, ``results.md``, ``pixel_flipping.png`` and ``randomisation.png`` (those that apply).
+
+    Raises
+    ------
+    ConfigurationError
+        If a file exists and ``force`` is false (nothing is written then).
+    """
+    outputs: list[tuple[Path, Callable[[Path], None]]] = [
+        (out_dir / "results.csv", lambda p: p.write_text(to_csv(result), encoding="utf-8")),
+        (out_dir / "results.md", lambda p: p.write_text(to_markdown(result, title, command), encoding="utf-8")),
+    ]
+    if any(result.curves.values()):
+        outputs.append((out_dir / "pixel_flipping.png", lambda p: plot_curves(result, p)))
+    if result.randomisation:
+        outputs.append((out_dir / "randomisation.png", lambda p: plot_randomisation(result, p)))
+    existing = [p for p, _ in outputs if p.exists()]
+    if existing and not force:
+        raise ConfigurationError(
+            f"{existing[0]} already exists; pass --force to overwrite it or choose another --out folder."
+        )
+    for path, writer in outputs:
+        if path.suffix == ".png":
+            writer(path)  # the plot functions write atomically themselves
+        else:
+            write_atomic(path, writer)
+    return [p for p, _ in outputs]
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+
+
+class EvaluateError(click.ClickException):
+    """A mistake in the command's input: one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The ``relprop evaluate ...`` invocation that reproduces this run (options that differ from defaults)."""
+    parts = ["relprop", "evaluate"]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None or param.name == "force":
+            continue
+        value = ctx.params.get(param.name)
+        default = param.get_default(ctx, call=True)
+        if param.multiple and default is not None:
+            default = tuple(default)
+        if value == default or value is None:
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            parts.append(flag)
+        elif param.multiple:
+            parts += [a for v in value for a in (flag, shlex.quote(str(v)))]
+        elif isinstance(value, tuple):
+            parts += [flag, *(shlex.quote(str(v)) for v in value)]
+        else:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def _target(value: str) -> str | int:
+    if value in ("predicted", "label"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise EvaluateError(f"--target must be 'predicted', 'label' or a class index, got {value!r}.") from None
+
+
+@click.command("evaluate")
+@click.option("--model", "model_spec", default="digits", show_default=True, help="'digits' or a DigitsCNN state dict.")
+@click.option(
+    "--data",
+    "data_spec",
+    default="digits",
+    show_default=True,
+    help="'digits' (bundled test set) or a .pt/.npz file with images, labels and optional masks.",
+)
+@click.option(
+    "--methods",
+    "method_values",
+    multiple=True,
+    default=("lrp:epsilon-gamma-box",),
+    show_default=True,
+    help="Comma-separated method specs (repeatable): lrp:<composite>[,k=v], gradient, smoothgrad:n=20,sigma=0.1, "
+    "random (noise baseline).",
+)
+@click.option(
+    "--metrics",
+    "metric_values",
+    multiple=True,
+    default=(),
+    help=f"Comma-separated metric families (default: all that apply): {', '.join(METRICS)}.",
+)
+@click.option("--count", type=click.IntRange(1), default=None, help="Evaluate the first COUNT inputs (default: all).")
+@click.option("--target", "target_value", default="predicted", show_default=True, help="predicted, label or a class.")
+@click.option(
+    "--replacement",
+    "replacement_values",
+    multiple=True,
+    default=("zeros",),
+    show_default=True,
+    help=f"Pixel-flipping replacements, comma-separated: {', '.join(M.REPLACEMENTS)}.",
+)
+@click.option("--patch-size", type=click.IntRange(1), default=1, show_default=True, help="Pixel-flipping region side.")
+@click.option("--regions-per-step", type=click.IntRange(1), default=1, show_default=True, help="Regions per step.")
+@click.option(
+    "--score", type=click.Choice(["logit", "probability"]), default="logit", show_default=True, help="Tracked score."
+)
+@click.option("--noise-samples", type=click.IntRange(1), default=10, show_default=True, help="Continuity samples.")
+@click.option(
+    "--sigma", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True, help="Noise std."
+)
+@click.option("--bounds", nargs=2, type=float, default=None, help="Data range LOW HIGH (clamps noisy inputs).")
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True, help="Inputs per call.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of all noise and randomisation.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("relprop-evaluation"),
+    show_default=True,
+    help="Folder for results.csv, results.md and the PNG curves.",
+)
+@click.option("--title", default="Evaluation", show_default=True, help="Title of results.md.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def evaluate(
+    model_spec: str,
+    data_spec: str,
+    method_values: tuple[str, ...],
+    metric_values: tuple[str, ...],
+    count: int | None,
+    target_value: str,
+    replacement_values: tuple[str, ...],
+    patch_size: int,
+    regions_per_step: int,
+    score: str,
+    noise_samples: int,
+    sigma: float,
+    bounds: tuple[float, float] | None,
+    batch_size: int,
+    seed: int,
+    out_dir: Path,
+    title: str,
+    force: bool,
+) -> None:
+    """Measure explanation quality: every method × every metric, mean ± standard error."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    try:
+        torch.manual_seed(seed)
+        methods = split_method_specs(method_values)
+        replacements = tuple(_split(replacement_values))
+        unknown = [r for r in replacements if r not in M.REPLACEMENTS]
+        if unknown:
+            raise EvaluateError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(M.REPLACEMENTS)}.")
+        model = load_model(model_spec)
+        data = load_data(data_spec).head(count)
+        chosen = _split(metric_values) or [m for m in METRICS if m != "localisation" or data.masks is not None]
+        settings = EvaluationSettings(
+            target=_target(target_value),
+            replacements=replacements,
+            patch_size=patch_size,
+            regions_per_step=regions_per_step,
+            score=score,
+            noise_samples=noise_samples,
+            sigma=sigma,
+            bounds=bounds,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        outputs = [out_dir / "results.csv", out_dir / "results.md"]
+        existing = [p for p in outputs if p.exists()]
+        if existing and not force:
+            raise EvaluateError(
+                f"{existing[0]} already exists; pass --force to overwrite it or choose another --out folder."
+            )
+        families = [m for m in METRICS if m in chosen]
+        batches = math.ceil(len(data.images) / batch_size)
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("evaluating", total=batches * len(methods) * (len(families) + 1))
+
+            def advance(description: str) -> None:
+                bar.update(task, advance=1, description=description[:60])
+
+            result = evaluate_methods(model, data, methods, chosen, settings, progress=advance)
+            bar.update(task, completed=batches * len(methods) * (len(families) + 1), description="done")
+        command = _command_line(click.get_current_context())
+        written = write_report(result, out_dir, force=force, title=title, command=command)
+    except RelpropError as exc:
+        raise EvaluateError(str(exc)) from None
+
+    table = Table(title=f"{title}: mean ± SE over {result.n_inputs} inputs", show_lines=False)
+    table.add_column("metric")
+    for spec in result.methods:
+        table.add_column(spec, justify="right", overflow="fold")
+    for column in result.columns:
+        table.add_row(
+            f"{column.title} {column.arrow}".strip(), *[result.cell(spec, column.title) for spec in result.methods]
+        )
+    Console().print(table)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    evaluate()
