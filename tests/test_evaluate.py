@@ -129,18 +129,6 @@ def test_method_specs_split_on_commas_but_keep_parameters() -> None:
         resolve_method("smoothgrad:n20")
 
 
-def test_fallback_parser_until_the_methods_branch_provides_resolve() -> None:
-    """Delete with relprop.evaluate._fallback_resolve once relprop.methods.resolve exists."""
-    from relprop.evaluate import _fallback_resolve
-
-    assert _fallback_resolve("smoothgrad:n=20,sigma=0.1,abs=true") == (
-        "smoothgrad",
-        {"n": 20, "sigma": 0.1, "abs": True},
-    )
-    with pytest.raises(relprop.ConfigurationError, match="parameter 'n20' must look like name=value"):
-        _fallback_resolve("smoothgrad:n20")
-
-
 def test_library_function_on_a_tensor_dataset() -> None:
     test = digits_test_set()
     data = EvaluationData(test.images[:10], test.labels[:10], name="ten digits")

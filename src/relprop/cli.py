@@ -11,9 +11,7 @@ with status 2, without a traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,11 @@ import torch
 
 from . import composites as _composites
 from . import rules as _rules
+from .clitools import UserError, refuse_overwrite, write_atomic
 from .engine import Explainer
 from .errors import RelpropError
 
-__all__ = ["main"]
+__all__ = ["UserError", "main", "write_atomic"]
 
 DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
     # ASCII titles: PIL's built-in font has no Greek letters.
@@ -35,34 +34,6 @@ DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
     ("LRP-gamma 0.25", "gamma", {"gamma": 0.25}),
     ("eps-gamma-box", "epsilon-gamma-box", {"epsilon": 0.25, "gamma": 0.25, "low": 0.0, "high": 1.0}),
 ]
-
-
-class UserError(click.ClickException):
-    """A mistake in the command's input: one line, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def write_atomic(path: Path, write: Callable[[Path], None], force: bool) -> None:
-    """Write through a temporary file in the same folder and rename it into place.
-
-    An interrupted run leaves no partial file; an existing file is kept unless ``force``.
-    """
-    if path.exists() and not force:
-        raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 class _Commands(click.Group):
@@ -141,9 +112,7 @@ def demo(out_dir: Path, count: int, force: bool) -> None:
     sheet = viz.grid(rows, column_titles=["input"] + [t for t, _, _ in DEMO_COMPOSITES], row_titles=row_titles)
     sheet_path = out_dir / "contact_sheet.png"
     summary_path = out_dir / "summary.json"
-    for path in (sheet_path, summary_path):
-        if path.exists() and not force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out folder")
+    refuse_overwrite([sheet_path, summary_path], force)
     write_atomic(sheet_path, lambda p: sheet.save(p, format="PNG"), force=True)
     document = {"model": "digits (embedded)", "composites": [n for _, n, _ in DEMO_COMPOSITES], "digits": summary}
     write_atomic(summary_path, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
@@ -288,10 +257,7 @@ def explain(
             files.append(out_dir / f"{name}_overlay.png")
         outputs.append(files)
     summary_json, summary_csv = out_dir / "summary.json", out_dir / "summary.csv"
-    if not force:
-        for path in [f for files in outputs for f in files] + [summary_json, summary_csv]:
-            if path.exists():
-                raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out folder")
+    refuse_overwrite([f for files in outputs for f in files] + [summary_json, summary_csv], force)
 
     failures = len(problems)
     for _spec, message in problems:
@@ -560,9 +526,7 @@ def compare(
         for spec in (specs or DEFAULT_COMPARE)
     ]
     summary_file = out_file.with_suffix(".json")
-    for path in (out_file, summary_file):
-        if path.exists() and not force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it or choose another --out file")
+    refuse_overwrite([out_file, summary_file], force, "--out file")
     paths, problems = collect_inputs(list(inputs))
     for _spec, message in problems:
         click.echo(f"error: {message}", err=True)
@@ -618,6 +582,18 @@ def list_rules() -> None:
             kinds = ", ".join(sorted(cls.kinds))
             click.echo(f"{name:<26} {doc}")
             click.echo(f"{'':<26} applies to: {kinds}")
+
+
+def _register_commands() -> None:
+    # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
+    from .evaluate import evaluate
+    from .web.command import serve
+
+    main.add_command(evaluate)
+    main.add_command(serve)
+
+
+_register_commands()
 
 
 def run() -> None:

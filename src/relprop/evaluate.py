@@ -25,10 +25,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import pickle
 import shlex
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
+from .clitools import UserError, write_atomic
 from .engine import explain as _explain
 from .errors import ConfigurationError, RelpropError
 from .explanation import Explanation
@@ -93,37 +92,14 @@ def _parse_value(text: str) -> Any:
     return text.strip()
 
 
-def _fallback_resolve(spec: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``"name"``, ``"name:k=v,k=v"`` or ``"lrp:<composite>[,k=v...]"``.
-
-    Stand-in for ``relprop.methods.resolve`` until the methods branch provides it (then delete).
-    """
-    name, _, rest = spec.strip().partition(":")
-    params: dict[str, Any] = {}
-    items = [item for item in rest.split(",") if item.strip()] if rest else []
-    if name == "lrp" and items and "=" not in items[0]:
-        params["composite"] = items.pop(0).strip()
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigurationError(f"method spec {spec!r}: parameter {item!r} must look like name=value.")
-        params[key.strip()] = _parse_value(value)
-    if not name:
-        raise ConfigurationError(f"method spec {spec!r} has no method name; write e.g. 'lrp:epsilon-gamma-box'.")
-    return name, params
-
-
 def resolve_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``(method name, parameters for relprop.explain)`` of a method spec such as ``"lrp:epsilon,epsilon=0.25"``."""
     if spec.strip() == RANDOM_BASELINE:
         return RANDOM_BASELINE, {}
     from . import methods
 
-    resolve = getattr(methods, "resolve", None)
-    if resolve is not None:
-        name, params = resolve(spec)
-        return name, dict(params)
-    return _fallback_resolve(spec)
+    name, params = methods.resolve(spec)
+    return name, dict(params)
 
 
 def split_method_specs(values: Iterable[str]) -> list[str]:
@@ -720,24 +696,6 @@ def _save_figure(fig: Any, path: Path) -> None:
     write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the target folder, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def write_report(
     result: EvaluationResult, out_dir: Path, force: bool = False, title: str = "Evaluation", command: str | None = None
 ) -> list[Path]:
@@ -771,15 +729,6 @@ def write_report(
 
 # ----------------------------------------------------------------------------------------------
 # The command
-
-
-class EvaluateError(click.ClickException):
-    """A mistake in the command's input: one line, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -816,7 +765,7 @@ def _target(value: str) -> str | int:
     try:
         return int(value)
     except ValueError:
-        raise EvaluateError(f"--target must be 'predicted', 'label' or a class index, got {value!r}.") from None
+        raise UserError(f"--target must be 'predicted', 'label' or a class index, got {value!r}.") from None
 
 
 @click.command("evaluate")
@@ -907,7 +856,7 @@ def evaluate(
         replacements = tuple(_split(replacement_values))
         unknown = [r for r in replacements if r not in M.REPLACEMENTS]
         if unknown:
-            raise EvaluateError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(M.REPLACEMENTS)}.")
+            raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(M.REPLACEMENTS)}.")
         model = load_model(model_spec)
         data = load_data(data_spec).head(count)
         chosen = _split(metric_values) or [m for m in METRICS if m != "localisation" or data.masks is not None]
@@ -926,7 +875,7 @@ def evaluate(
         outputs = [out_dir / "results.csv", out_dir / "results.md"]
         existing = [p for p in outputs if p.exists()]
         if existing and not force:
-            raise EvaluateError(
+            raise UserError(
                 f"{existing[0]} already exists; pass --force to overwrite it or choose another --out folder."
             )
         families = [m for m in METRICS if m in chosen]
@@ -950,7 +899,7 @@ def evaluate(
         command = _command_line(click.get_current_context())
         written = write_report(result, out_dir, force=force, title=title, command=command)
     except RelpropError as exc:
-        raise EvaluateError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
     table = Table(title=f"{title}: mean ± SE over {result.n_inputs} inputs", show_lines=False)
     table.add_column("metric")

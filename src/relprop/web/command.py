@@ -14,19 +14,14 @@ from typing import Any
 
 import click
 
+from ..clitools import UserError
 from ..errors import RelpropError
 
 __all__ = ["serve"]
 
 
 def _user_error(message: str) -> click.ClickException:
-    """The CLI's one-line user error (exit status 2).
-
-    Imported when needed: ``relprop.cli`` registers this command, so importing it at the top
-    would be circular when the CLI runs as ``python -m relprop.cli``.
-    """
-    from ..cli import UserError
-
+    """A one-line user error (``error: ...``, exit status 2), as in every relprop command."""
     return UserError(message)
 
 
