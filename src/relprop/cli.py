@@ -163,16 +163,43 @@ def _output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose and feed a model, shared by every command that loads one."""
+    options = [
+        click.option("--model", "model_spec", default="digits", show_default=True,
+                     help="digits, a torchvision name, timm:NAME, a saved model or TorchScript file, "
+                     "or package.module:factory."),
+        click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT)."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
+        click.option("--input-size", type=int, default=None,
+                     help="Input size for models without known preprocessing."),
+        click.option("--mean", default=None,
+                     help="Normalisation mean, comma-separated (models without known preprocessing)."),
+        click.option("--std", default=None, help="Normalisation std, comma-separated."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_bundle(
+    model_spec: str, weights: str | None, device: str, input_size: int | None, mean: str | None, std: str | None
+) -> Any:
+    """Load the model a command's options name, and print what the user should know about it."""
+    from .models.loading import load_model
+
+    bundle = load_model(
+        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
+        std=_parse_floats(std, "--std"),
+    )  # fmt: skip
+    for note in bundle.notes:
+        click.echo(f"note: {note}", err=True)
+    return bundle
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--model",
-    "model_spec",
-    default="digits",
-    show_default=True,
-    help="digits, a torchvision name, timm:NAME, a saved model file, or package.module:factory.",
-)
-@click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT).")
+@model_options
 @click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
 @click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
 @click.option("--target", default="predicted", show_default=True, help="predicted, log-odds, or a class index.")
@@ -191,7 +218,6 @@ def _output_names(paths: list[Path]) -> list[str]:
     show_default=True,
     help="Output folder.",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
 @click.option("--overlay", is_flag=True, help="Also write the heatmap blended over the input.")
 @click.option(
@@ -200,9 +226,6 @@ def _output_names(paths: list[Path]) -> list[str]:
     default=None,
     help="Colour scale at this percentile of |R| instead of the maximum.",
 )
-@click.option("--input-size", type=int, default=None, help="Input size for models without known preprocessing.")
-@click.option("--mean", default=None, help="Normalisation mean, comma-separated (models without known preprocessing).")
-@click.option("--std", default=None, help="Normalisation std, comma-separated.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 def explain(
     inputs: tuple[str, ...],
@@ -232,16 +255,10 @@ def explain(
 
     from . import viz
     from .images import collect_inputs
-    from .models.loading import load_model
 
     class_index, top = _parse_target(target)
     contrast_value = _parse_contrast(contrast)
-    bundle = load_model(
-        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
-        std=_parse_floats(std, "--std"),
-    )  # fmt: skip
-    for note in bundle.notes:
-        click.echo(f"note: {note}", err=True)
+    bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
     cli_params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
     bounds = _bounds(bundle, low, high)
     method_label, run_method, params = _method_runner(
@@ -468,8 +485,7 @@ DEFAULT_COMPARE = (
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "model_spec", default="digits", show_default=True, help="As for `relprop explain`.")
-@click.option("--weights", default=None, help="State-dict file (or torchvision weights name).")
+@model_options
 @click.option(
     "--method",
     "specs",
@@ -486,11 +502,7 @@ DEFAULT_COMPARE = (
     show_default=True,
     help="Contact sheet (PNG); a JSON summary is written beside it.",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--clip-percentile", type=click.FloatRange(50, 100), default=None)
-@click.option("--input-size", type=int, default=None)
-@click.option("--mean", default=None)
-@click.option("--std", default=None)
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 def compare(
     inputs: tuple[str, ...],
@@ -509,17 +521,11 @@ def compare(
     """Put several methods side by side: one row per input, one column per method."""
     from . import viz
     from .images import collect_inputs
-    from .models.loading import load_model
 
     class_index, top = _parse_target(target)
     if top != "logit":
         raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
-    bundle = load_model(
-        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
-        std=_parse_floats(std, "--std"),
-    )  # fmt: skip
-    for note in bundle.notes:
-        click.echo(f"note: {note}", err=True)
+    bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
     bounds = _bounds(bundle, None, None)
     runners = [
         _method_runner(bundle, spec, "epsilon-gamma-box", {}, bounds, "logit", None)
