@@ -156,7 +156,7 @@ def _vit(case: dict[str, Any]) -> dict[str, Any]:
             ),
         },
     )
-    model = torchvision.models.vit_b_16(image_size=case["image_size"]).double().eval()
+    model = torchvision.models.VisionTransformer(**case["config"]).double().eval()
     model.load_state_dict(torch.load(case["state"]))
     x = torch.load(case["image"]).requires_grad_(True)
     logits = model(x)

@@ -151,6 +151,16 @@ def test_similarity_wrapper_rejects_a_bad_split(minilm: tuple[nn.Module, Any]) -
 
 # -- LXT oracle ------------------------------------------------------------------------------------
 GPT2_CONFIG = {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 64, "n_positions": 32}
+# torchvision's VisionTransformer (the class of vit_b_16), small enough to save for the subprocess.
+VIT_CONFIG = {
+    "image_size": 32,
+    "patch_size": 8,
+    "num_layers": 2,
+    "num_heads": 2,
+    "hidden_dim": 16,
+    "mlp_dim": 32,
+    "num_classes": 10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +182,14 @@ def oracle_models(tmp_path_factory: pytest.TempPathFactory, minilm: tuple[nn.Mod
         config = transformers.GPT2Config(**GPT2_CONFIG, attn_implementation=impl)
         gpt2[impl] = transformers.GPT2LMHeadModel(config).double().eval()
         torch.save(gpt2[impl].state_dict(), folder / f"gpt2_{impl}.pt")
+    torch.manual_seed(2)
+    import torchvision
+
+    vit = torchvision.models.VisionTransformer(**VIT_CONFIG).double().eval()
+    torch.nn.init.normal_(vit.heads.head.weight, 0, 0.5)  # torchvision starts the head at zero
+    torch.save(vit.state_dict(), folder / "vit.pt")
+    image = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    torch.save(image, folder / "image.pt")
     ids_a, ids_b = (tokenizer(t)["input_ids"] for t in PAIRS[0])
     class_ids = tokenizer("This film was a wonderful surprise.")["input_ids"]
     gpt_ids = [5, 17, 3, 40, 22, 9, 61]
@@ -196,6 +214,13 @@ def oracle_models(tmp_path_factory: pytest.TempPathFactory, minilm: tuple[nn.Mod
             "ids": gpt_ids,
             "target": 7,
         }
+    spec["vit"] = {
+        "kind": "vit",
+        "config": VIT_CONFIG,
+        "state": str(folder / "vit.pt"),
+        "image": str(folder / "image.pt"),
+        "target": 4,
+    }
     (folder / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     script = Path(__file__).with_name("lxt_oracle.py")
@@ -213,6 +238,7 @@ def oracle_models(tmp_path_factory: pytest.TempPathFactory, minilm: tuple[nn.Mod
         "classifier": (classifier, class_ids),
         "gpt2": (gpt2, gpt_ids),
         "pair": (ids_a, ids_b),
+        "vit": (vit, image),
     }
 
 
@@ -282,3 +308,18 @@ def test_attnlrp_matches_lxt_on_gpt2_next_token(
     lxt = oracle_models["lxt"][f"gpt2-{impl}"]
     assert float(result.score[0]) == pytest.approx(lxt["score"], rel=1e-9)
     _assert_matches_lxt(result.relevance[0].sum(-1), lxt["relevance"], rtol)
+
+
+@pytest.mark.parametrize(("params", "rtol"), LXT_SETTINGS, ids=LXT_IDS)
+def test_cp_lrp_matches_lxt_on_torchvision_vit(
+    params: dict[str, float], rtol: float, oracle_models: dict[str, Any]
+) -> None:
+    """LXT's own map for torchvision's ViT is CP-LRP (constant attention weights) with LRP-0 on layers."""
+    vit, image = oracle_models["vit"]
+    before = snapshot(vit)
+    result = relprop.explain(vit, image, target=4, composite="cp-lrp", **params)
+    assert result.ledger.closes(rtol=1e-9)
+    lxt = oracle_models["lxt"]["vit"]
+    assert float(result.score[0]) == pytest.approx(lxt["score"], rel=1e-9)
+    _assert_matches_lxt(result.relevance[0].sum(0).flatten(), lxt["relevance"], rtol)
+    assert_unchanged(vit, before)

@@ -378,7 +378,7 @@ def describe_function(func: Callable[..., Any]) -> str:
         return "torch.Tensor." + qualname.split(".", 1)[1]
     if qualname.startswith("_VariableFunctionsClass."):
         return "torch." + name
-    if "boolean_dispatch" in qualname:
+    if "boolean_dispatch" in qualname or module == "torch._C._nn":
         return f"torch.nn.functional.{name}"
     if module:
         return f"{module}.{name}"

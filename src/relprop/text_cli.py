@@ -9,6 +9,7 @@ similarity of two sentences.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ class _UserError(click.ClickException):
 
 def _load(model_path: str | None, task: str, attn_implementation: str | None) -> tuple[Any, Any]:
     from .text import load_minilm
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar would interleave with the coloured text
+    except ImportError:
+        pass
 
     if model_path is None:
         if task != "similarity":
@@ -133,8 +141,8 @@ def explain_text(
         result = explainer(text, text_b, target=target)
     except RelpropError as exc:
         raise _UserError(str(exc)) from None
-    use_color = click.get_text_stream("stdout").isatty() if color is None else color
-    click.echo(result.to_terminal(color=use_color))
+    use_color = sys.stdout.isatty() if color is None else color
+    click.echo(result.to_terminal(color=use_color), color=use_color)
     top = ", ".join(f"{token} {value:+.3g}" for token, value in result.top_tokens(5))
     click.echo(f"most relevant tokens: {top}")
     if html_path is not None:
