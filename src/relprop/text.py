@@ -434,24 +434,18 @@ class TextExplainer:
             if text_b is None:
                 raise ConfigurationError("the similarity task needs two texts; pass text_b.")
             first, second = _tokenize(self.tokenizer, text), _tokenize(self.tokenizer, text_b)
-            assert isinstance(self.wrapper, SentenceSimilarity)
-            self.wrapper.split = len(first.ids)
-            ids = first.ids + second.ids
             tokens, spans = first.tokens + second.tokens, first.spans + second.spans
             segments = [0] * len(first.ids) + [1] * len(second.ids)
             texts = [text, text_b]
-            target = 0
+            explanation = self.explain_ids(first.ids, second.ids)
         else:
             if text_b is not None:
                 raise ConfigurationError(f"the {self.task} task explains one text; drop text_b.")
             encoded = _tokenize(self.tokenizer, text)
-            ids, tokens, spans = encoded.ids, encoded.tokens, encoded.spans
-            segments = [0] * len(ids)
+            tokens, spans = encoded.tokens, encoded.spans
+            segments = [0] * len(encoded.ids)
             texts = [text]
-        if not ids:
-            raise ConfigurationError("the text has no tokens; pass a non-empty text.")
-        embeddings = self.embed(ids)
-        explanation = self.explainer(embeddings, target)
+            explanation = self.explain_ids(encoded.ids, target=target)
         token_relevance = explanation.relevance[0].sum(-1).detach().cpu()
         return TextExplanation(
             texts=texts,
@@ -463,6 +457,26 @@ class TextExplainer:
             task=self.task,
             target_label=self._label(int(explanation.target[0])),
         )
+
+    def explain_ids(
+        self, ids: Sequence[int], ids_b: Sequence[int] | None = None, target: int | None = None
+    ) -> Explanation:
+        """Explain token ids (and for ``"similarity"`` the second sentence's ids) directly.
+
+        Returns the engine's :class:`~relprop.Explanation`; ``relevance[0].sum(-1)`` is the
+        relevance per token (sentence a first, then sentence b).
+        """
+        if self.task == "similarity":
+            if ids_b is None:
+                raise ConfigurationError("the similarity task needs two token sequences; pass ids_b.")
+            if not ids or not ids_b:
+                raise ConfigurationError("both sentences need at least one token.")
+            assert isinstance(self.wrapper, SentenceSimilarity)
+            self.wrapper.split = len(ids)
+            return self.explainer(self.embed([*ids, *ids_b]), 0)
+        if not ids:
+            raise ConfigurationError("the text has no tokens; pass a non-empty text.")
+        return self.explainer(self.embed(ids), target)
 
     def _label(self, index: int) -> str:
         if self.task == "similarity":
