@@ -8,6 +8,9 @@ Each timing is the median wall time of ``--repeats`` calls after two warm-up cal
 * LXT 2.1: forward + backward with LXT's patches applied (measured last, because LXT patches
   classes for the whole process), using the same patch map as the oracle tests.
 
+relprop's variants and the gradient are timed round-robin (one call of each per round), so that
+load from other processes affects them alike; LXT can only be timed after them.
+
 MiniLM explains the cosine similarity of two sentences (the model's real task) at several token
 counts; vit_b_16 (random weights, 224 × 224, batch 1) explains a class logit.
 
@@ -23,6 +26,7 @@ import importlib.util
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,18 @@ from torch import nn
 
 import relprop
 from relprop.text import SentenceSimilarity, load_minilm
+
+
+def round_robin(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median time of each call, the calls interleaved repeat by repeat (after two warm-up rounds)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(repeats + 2):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            if round_index >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -77,7 +93,9 @@ def main() -> None:
         ids = torch.randint(1000, 20000, (batch, tokens))
         with torch.no_grad():
             x = table(ids)
-        cases.append((f"MiniLM similarity, batch {batch}, 2 × {tokens // 2} tokens", SentenceSimilarity(model, tokens // 2), x))
+        cases.append(
+            (f"MiniLM similarity, batch {batch}, 2 × {tokens // 2} tokens", SentenceSimilarity(model, tokens // 2), x)
+        )
     import torchvision
 
     vit = torchvision.models.vit_b_16().eval()
@@ -86,14 +104,15 @@ def main() -> None:
 
     baselines: dict[str, float] = {}
     for name, wrapped, x in cases:
-        gradient = median_time(gradient_call(wrapped, x, 0), args.repeats)
-        baselines[name] = gradient
-        rows.append((name, "gradient (forward + backward)", gradient))
+        # Round-robin over the methods so that load from other processes hits them alike.
+        calls: dict[str, Callable[[], Any]] = {"gradient (forward + backward)": gradient_call(wrapped, x, 0)}
         for composite in ("attnlrp", "cp-lrp"):
             for ledger in (True, False):
                 explainer = relprop.Explainer(wrapped, composite, ledger=ledger)
-                elapsed = median_time(lambda e=explainer, x=x: e(x, 0), args.repeats)
-                rows.append((name, f"relprop {composite}{'' if ledger else ', ledger off'}", elapsed))
+                calls[f"relprop {composite}{'' if ledger else ', ledger off'}"] = partial(explainer, x, 0)
+        times = round_robin(calls, args.repeats)
+        baselines[name] = times["gradient (forward + backward)"]
+        rows.extend((name, method, elapsed) for method, elapsed in times.items())
 
     # LXT last: it patches classes for the rest of this process.
     oracle = _lxt_oracle()
@@ -102,8 +121,6 @@ def main() -> None:
     oracle._patch_transformers(modeling_bert, "attnlrp")
     for name, wrapped, x in cases[:-1]:
         rows.append((name, "LXT 2.1 AttnLRP", median_time(gradient_call(wrapped, x, 0), args.repeats)))
-    from functools import partial
-
     from lxt.efficient.patches import (
         cp_multi_head_attention_forward,
         layer_norm_forward,

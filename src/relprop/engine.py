@@ -744,7 +744,8 @@ class _Dispatcher:
                 entry = self._entry(rec, rule)
                 if entry is None and rule.epsilon == 0.0:
                     return y
-                finite = torch.where(torch.isfinite(constant), constant, torch.zeros((), dtype=constant.dtype))
+                zero = torch.zeros((), dtype=constant.dtype, device=constant.device)
+                finite = torch.where(torch.isfinite(constant), constant, zero)
                 spec = FactorSpec(rule, entry, None, None, finite, finite_only=True)
                 return OutputFactor.apply(y, spec)  # type: ignore[no-any-return]
         return self._attach_factor(rec, y, rule, self._entry(rec, rule), None, None, constant)
