@@ -1,6 +1,7 @@
 """Cost of AttnLRP / CP-LRP as a multiple of one gradient, on all-MiniLM-L6-v2 and vit_b_16, and against LXT.
 
-Each timing is the median wall time of ``--repeats`` calls after two warm-up calls, single-threaded:
+Each timing is the median CPU time (``time.process_time``: the machine is shared, and CPU time is
+what contention disturbs least) of ``--repeats`` calls after two warm-up calls, single-threaded:
 
 * gradient: forward + ``torch.autograd.grad`` of the explained score (Gradient×Input's cost);
 * relprop: ``Explainer(model, composite)(x)`` with the plan already recorded, with and without
@@ -42,10 +43,10 @@ def round_robin(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_index in range(repeats + 2):
         for name, fn in calls.items():
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
             if round_index >= 2:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(time.process_time() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -54,9 +55,9 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 

@@ -327,14 +327,24 @@ class _Dispatcher:
             # dispatcher so that each gets its own rule and ledger row.
             with _RelevanceMode(self):
                 return decomposition(st.stack[-1][0], *args, **kwargs)
-        kind = classify(func, [c[0] for c in carrying], n_tensors)
-        if kind == "statistic" and (not args or st.lookup(args[0]) is None):
-            kind = "unknown"  # c ** x is not a power of the signal
-        elif kind == "exact" and func in MERGE_FUNCS and _has_constant_part(func, args, kwargs, carrying):
-            kind = "merge"
         if st.mode == "plan":
-            return self._record(func, kind, args, kwargs, carrying)
-        return self._replay(func, kind, args, kwargs, carrying)
+            return self._record(func, self._classify(func, args, kwargs, carrying, n_tensors), args, kwargs, carrying)
+        return self._replay(func, args, kwargs, carrying, n_tensors)
+
+    def _classify(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        carrying: list[tuple[int, Tensor, _Track]],
+        n_tensors: int,
+    ) -> str:
+        kind = classify(func, [c[0] for c in carrying], n_tensors)
+        if kind == "statistic" and (not args or self.state.lookup(args[0]) is None):
+            return "unknown"  # c ** x is not a power of the signal
+        if kind == "exact" and func in MERGE_FUNCS and _has_constant_part(func, args, kwargs, carrying):
+            return "merge"
+        return kind
 
     def _raise_stale(self, func: Callable[..., Any]) -> None:
         path = self.state.stack[-1][0] or "(model)"
@@ -462,10 +472,10 @@ class _Dispatcher:
     def _replay(
         self,
         func: Callable[..., Any],
-        kind: str,
         args: Sequence[Any],
         kwargs: dict[str, Any],
         carrying: list[tuple[int, Tensor, _Track]],
+        n_tensors: int,
     ) -> Any:
         st = self.state
         plan = st.plan
@@ -473,7 +483,8 @@ class _Dispatcher:
         rec = plan.ops[st.index] if st.index < len(plan.ops) else None
         path = st.stack[-1][0]
         if rec is None or rec.func is not func or rec.path != path:
-            if kind in _COUNTED_KINDS:
+            # Not the next planned operation: fine for queries (x.size(), x.dim()) only.
+            if self._classify(func, args, kwargs, carrying, n_tensors) in _COUNTED_KINDS:
                 self._raise_changed(func, path, rec)
             result = self._native(func, args, kwargs)
             if func in _NATIVE_INPLACE or any(_carries(t) for t in _output_tensors(result)):
@@ -525,6 +536,8 @@ class _Dispatcher:
         carrying: list[tuple[int, Tensor, _Track]],
     ) -> Any:
         kind = rec.kind
+        if kind == "exact":
+            return self._native(func, args, kwargs)  # reshapes, routing, linear maps: the gradient is exact
         rule = rec.rule
         if isinstance(rule, FunctionRule):
             return rule.apply(func, tuple(args), dict(kwargs))
