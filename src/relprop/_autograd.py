@@ -46,6 +46,9 @@ class FactorSpec:
     #: Applied to the output of the ReLU that alone consumes the layer's output (see ProxyHolder):
     #: the incoming gradient is not yet masked by the ReLU there.
     after_relu: bool = False
+    #: ``y`` may hold ±inf (an additive -inf attention mask) where the gradient is 0: those entries
+    #: hand on and record nothing.
+    finite_only: bool = False
 
     def constant_relevance(self, scaled_grad: Tensor) -> Tensor | None:
         if self.channel_constant is not None:
@@ -79,6 +82,10 @@ class OutputFactor(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (y,) = ctx.saved_tensors
         spec: FactorSpec = ctx.spec
+        if spec.finite_only:
+            finite = torch.isfinite(y)
+            y = torch.where(finite, y, torch.zeros((), dtype=y.dtype, device=y.device))
+            grad = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
         scaled = spec.rule.output_factor(y, grad, nonnegative=spec.after_relu)
         record_factor(spec, y, grad, scaled)
         return scaled, None
@@ -155,25 +162,32 @@ class GradScale(torch.autograd.Function):
 
 
 class Probe(torch.autograd.Function):
-    """Identity in both directions; records ``Σ t ⊙ g`` at an operation's input or output."""
+    """Identity in both directions; records ``Σ t ⊙ g`` at an operation's input or output.
+
+    With ``finite_only`` entries where ``t`` is infinite count as 0: attention masks put ``-inf``
+    where the gradient is exactly 0, and ``-inf · 0`` must not turn the ledger into NaN.
+    """
 
     @staticmethod
-    def forward(ctx: Any, t: Tensor, entry: LedgerEntry, side: str) -> Tensor:
+    def forward(ctx: Any, t: Tensor, entry: LedgerEntry, side: str, finite_only: bool = False) -> Tensor:
         ctx.entry = entry
         ctx.side = side
+        ctx.finite_only = finite_only
         ctx.save_for_backward(t)
         return t.view_as(t)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         (t,) = ctx.saved_tensors
+        if ctx.finite_only:
+            t = torch.where(torch.isfinite(t), t, torch.zeros((), dtype=t.dtype, device=t.device))
         value = per_sample_dot(t, grad)
         zero = torch.zeros_like(value)
         if ctx.side == "out":
             ctx.entry.add(value, zero)
         else:
             ctx.entry.add(zero, value)
-        return grad, None, None
+        return grad, None, None, None
 
 
 class ProxyHolder:
@@ -320,3 +334,67 @@ class ProportionalPool(torch.autograd.Function):
         if ctx.entry is not None:
             ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
         return grad_x, None, None, None, None
+
+
+class PassComputed(torch.autograd.Function):
+    """Pass-through rule for an element-wise module whose output ``y`` was computed natively.
+
+    Forward returns ``y``; backward hands ``g ⊙ y / stab(x)`` to ``x`` (relevance passes unchanged
+    element by element), as :class:`PassActivation` does for single torch functions.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, stabilizer: float, entry: LedgerEntry | None) -> Tensor:
+        ctx.stabilizer = stabilizer
+        ctx.entry = entry
+        ctx.save_for_backward(x, y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        x, y = ctx.saved_tensors
+        grad_x = grad * safe_divide(y, stabilize(x, ctx.stabilizer))
+        if ctx.entry is not None:
+            ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
+        return grad_x, None, None, None
+
+
+class LayerNormIdentity(torch.autograd.Function):
+    r"""LayerNorm with the standard deviation held constant (AttnLRP's identity rule on 1/σ).
+
+    Forward: PyTorch's own kernel, ``y = (x - μ) · r ⊙ w + b`` with ``r = 1/σ``. Backward:
+    ``g_x = r · (g_w - mean(g_w))`` with ``g_w = g ⊙ w``, the gradient of the affine map with ``r``
+    fixed; ``Σ x ⊙ g_x = Σ (y - b) ⊙ g``, so the bias absorbs ``Σ b ⊙ g`` and nothing else is lost.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        normalized_shape: tuple[int, ...],
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        entry: LedgerEntry | None,
+    ) -> Tensor:
+        y, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
+        ctx.dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
+        ctx.entry = entry
+        ctx.has_weight = weight is not None
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, rstd, mean, weight, bias)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None]:
+        x, rstd, mean, weight, bias = ctx.saved_tensors
+        scaled = grad * weight if ctx.has_weight else grad
+        grad_x = (scaled - scaled.mean(ctx.dims, keepdim=True)).mul_(rstd)
+        entry: LedgerEntry | None = ctx.entry
+        if entry is not None:
+            centred = (x - mean).mul_(rstd)
+            normalised_out = per_sample_dot(centred.contiguous(), scaled.contiguous())
+            bias_part = per_sample_sum(grad * bias) if ctx.has_bias else None
+            out = normalised_out if bias_part is None else normalised_out + bias_part
+            entry.add(out, per_sample_dot(x.contiguous(), grad_x.contiguous()), bias_part)
+        return grad_x, None, None, None, None, None

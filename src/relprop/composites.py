@@ -27,14 +27,19 @@ from .errors import ConfigurationError
 from .match import LayerInfo, Matcher
 from .rules import (
     AlphaBetaRule,
+    AttentionRule,
     EpsilonRule,
     FlatRule,
     GammaRule,
+    GradientRule,
     LRP0Rule,
+    NormalizationRule,
     NormRule,
     PassRule,
     ProductRule,
     Rule,
+    SoftmaxRule,
+    StopRule,
     WinnerTakesAllRule,
     ZBoxRule,
     ZPlusRule,
@@ -60,6 +65,8 @@ def default_rules(stabilizer: float = 1e-6) -> list[tuple[Matcher, Rule]]:
         (match.kind("maxpool"), WinnerTakesAllRule()),
         (match.kind("mul", "matmul"), ProductRule()),
         (match.kind("layer"), LRP0Rule()),
+        # Constant parts merged into a signal (a class token): exact routing, the ledger shows their share.
+        (match.kind("merge"), GradientRule()),
     ]
 
 
@@ -284,6 +291,52 @@ def _montavon(
             (_dense, LRP0Rule()),
         ],
         name="montavon",
+        stabilizer=stabilizer,
+    )
+
+
+def _transformer_entries(epsilon: float, gamma: float | None, stabilizer: float) -> list[tuple[Matcher, Rule]]:
+    layer_rule: Rule = EpsilonRule(epsilon) if gamma is None else GammaRule(gamma, stabilizer)
+    return [
+        (_layer, layer_rule),
+        (match.kind("layer_norm", "rms_norm", "normalize", "div"), NormalizationRule()),
+        (match.kind("statistic"), StopRule()),
+    ]
+
+
+@_register(
+    "attnlrp",
+    "AttnLRP (Achtibat et al. 2024) for transformers: LRP-ε on dense layers, the uniform rule on products of two "
+    "signals (q·kᵀ, attention·v, gates), softmax by its Taylor decomposition, identity rule on normalisations",
+    ("epsilon", "gamma", "stabilizer"),
+)
+def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
+    return Composite(
+        [
+            *_transformer_entries(epsilon, gamma, stabilizer),
+            (match.kind("mul", "matmul"), ProductRule("uniform")),
+            (match.kind("softmax"), SoftmaxRule()),
+            (match.kind("attention"), AttentionRule("uniform")),
+        ],
+        name="attnlrp",
+        stabilizer=stabilizer,
+    )
+
+
+@_register(
+    "cp-lrp",
+    "CP-LRP (Ali et al. 2022) for transformers: attention weights held constant, identity rule on normalisations, "
+    "LRP-ε on dense layers",
+    ("epsilon", "gamma", "stabilizer"),
+)
+def _cp_lrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
+    return Composite(
+        [
+            *_transformer_entries(epsilon, gamma, stabilizer),
+            (match.kind("softmax"), StopRule()),
+            (match.kind("attention"), AttentionRule("cp")),
+        ],
+        name="cp-lrp",
         stabilizer=stabilizer,
     )
 

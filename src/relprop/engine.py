@@ -40,15 +40,18 @@ from ._autograd import (
     DirectRelevance,
     FactorSpec,
     GradScale,
+    LayerNormIdentity,
     LinearBundle,
     ModifiedLinear,
     OutputFactor,
     PassActivation,
+    PassComputed,
     Probe,
     ProportionalPool,
     ProxyHolder,
     RectifyWithFactor,
 )
+from ._decompose import DECOMPOSITIONS
 from .errors import (
     ConfigurationError,
     GraphChangedError,
@@ -62,20 +65,26 @@ from .ops import (
     ACTIVATION_FUNCS,
     GATE_FUNCS,
     INPLACE_TO_OUT_OF_PLACE,
+    MERGE_FUNCS,
+    SCALAR_VALUE_FUNCS,
     LinearOp,
     bind_arguments,
     classify,
     describe_function,
+    is_elementwise_module,
 )
 from .rules import (
+    AttentionRule,
     EpsilonRule,
     FunctionRule,
     GradientRule,
     LinearRule,
+    NormalizationRule,
     PassRule,
     ProductRule,
     ProportionalMaxPoolRule,
     Rule,
+    StopRule,
 )
 from .targets import initial_relevance
 
@@ -97,8 +106,24 @@ _COUNTED_KINDS = frozenset(
         "mul",
         "matmul",
         "dropout",
+        "softmax",
+        "attention",
+        "layer_norm",
+        "rms_norm",
+        "normalize",
+        "statistic",
+        "div",
+        "merge",
     }
 )
+# Kinds that need a rule from the composite (the structural defaults do not cover them all).
+_RULE_REQUIRED = frozenset(
+    {"unknown", "softmax", "attention", "layer_norm", "rms_norm", "normalize", "statistic", "div"}
+)
+# Kinds whose rule may cut the graph (constant outputs, constant denominators); their rule is
+# looked up while recording so that the plan follows the same tensors as the explaining pass.
+_STRUCTURAL_KINDS = frozenset({"unknown", "softmax", "statistic", "div"})
+_TRANSFORMER_KINDS = frozenset({"softmax", "attention", "layer_norm", "rms_norm", "normalize", "statistic", "div"})
 _NATIVE_INPLACE = frozenset({torch.Tensor.__setitem__, torch.Tensor.copy_})
 _CHANNEL_OP = LinearOp(kind="conv")
 _ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast")
@@ -204,6 +229,11 @@ class _CallState:
         self.pending: dict[int, Any] = {}
         self.stale: dict[int, weakref.ReferenceType[Tensor]] = {}
         self.model_input: Tensor | None = None
+        self.samples: int | None = None
+        # Element-wise modules explained as one operation (see _Dispatcher.enter_module): while
+        # one runs, the torch calls inside it run natively without a graph.
+        self.opaque_depth = 0
+        self.opaque: list[tuple[nn.Module, Tensor, OpRecord]] = []
 
     def track(self, t: Tensor, producer: int, func: Callable[..., Any] | None) -> None:
         self.carrying[id(t)] = _Track(weakref.ref(t), producer, func)
@@ -275,6 +305,9 @@ class _Dispatcher:
     # -- entry point ----------------------------------------------------------------------------
     def handle(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         st = self.state
+        if st.opaque_depth:
+            with torch.no_grad():
+                return func(*args, **kwargs)
         carrying: list[tuple[int, Tensor, _Track]] = []
         n_tensors = 0
         for t in _iter_tensors(args, kwargs):
@@ -292,12 +325,32 @@ class _Dispatcher:
         if func is torch.Tensor.__iter__:
             # Iterating yields slices without torch calls we could see: unbind explicitly.
             return iter(self.handle(torch.unbind, (args[0], 0), {}))
+        decomposition = DECOMPOSITIONS.get(func)
+        if decomposition is not None:
+            # A composite function (multi-head attention, addmm): run its parts through this
+            # dispatcher so that each gets its own rule and ledger row.
+            with _RelevanceMode(self):
+                return decomposition(st.stack[-1][0], *args, **kwargs)
+        if st.mode == "plan":
+            return self._record(func, self._classify(func, args, kwargs, carrying, n_tensors), args, kwargs, carrying)
+        return self._replay(func, args, kwargs, carrying, n_tensors)
+
+    def _classify(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        carrying: list[tuple[int, Tensor, _Track]],
+        n_tensors: int,
+    ) -> str:
         kind = classify(func, [c[0] for c in carrying], n_tensors)
         if kind == "unknown" and _aten.is_exact(func):
             kind = "exact"
-        if st.mode == "plan":
-            return self._record(func, kind, args, kwargs, carrying)
-        return self._replay(func, kind, args, kwargs, carrying)
+        if kind == "statistic" and (not args or self.state.lookup(args[0]) is None):
+            return "unknown"  # c ** x is not a power of the signal
+        if kind == "exact" and func in MERGE_FUNCS and _has_constant_part(func, args, kwargs, carrying):
+            return "merge"
+        return kind
 
     def _raise_stale(self, func: Callable[..., Any]) -> None:
         path = self.state.stack[-1][0] or "(model)"
@@ -344,13 +397,17 @@ class _Dispatcher:
             )
         elif kind == "dropout":
             self._check_dropout(rec, func, args, kwargs)
-        result = self._native(func, args, kwargs)
+        early = self.explainer.composite.rule_for(self._info(rec)) if kind in _STRUCTURAL_KINDS else None
+        if isinstance(early, StopRule) or (isinstance(early, NormalizationRule) and kind == "div"):
+            result = self._structural(early, func, args, kwargs)
+        else:
+            result = self._native(func, args, kwargs)
         outputs = [t for t in _output_tensors(result) if _carries(t)]
         if func in _NATIVE_INPLACE:
             outputs = [args[0]]
         if kind not in _COUNTED_KINDS and not outputs:
             return result  # a query (shape, comparison, detach ...): no relevance passes
-        if kind == "unknown":
+        if kind in _RULE_REQUIRED:
             info = self._info(rec)
             if self.explainer.composite.rule_for(info) is None:
                 self._raise_unsupported(rec)
@@ -404,9 +461,15 @@ class _Dispatcher:
     def _raise_unsupported(self, rec: OpRecord) -> None:
         short = rec.function.rsplit(".", 1)[-1]
         path = rec.path or "(model)"
+        hint = ""
+        if rec.kind in _TRANSFORMER_KINDS:
+            hint = (
+                f" ({rec.kind} is a transformer operation: explain with composite='attnlrp' or 'cp-lrp', which "
+                "have rules for it)"
+            )
         raise UnsupportedOperationError(
             f"relprop has no rule for {rec.function} on relevance-carrying tensors in module '{path}' "
-            f"({rec.module_type.__name__}); give one with rules=[(relprop.match.op({short!r}) & "
+            f"({rec.module_type.__name__}){hint}; give one with rules=[(relprop.match.op({short!r}) & "
             f"relprop.match.path({rec.path!r}), relprop.rules.GradientRule())], which uses its plain gradient "
             "and lets the ledger show what it creates or absorbs, or remove the operation from the model."
         )
@@ -415,10 +478,10 @@ class _Dispatcher:
     def _replay(
         self,
         func: Callable[..., Any],
-        kind: str,
         args: Sequence[Any],
         kwargs: dict[str, Any],
         carrying: list[tuple[int, Tensor, _Track]],
+        n_tensors: int,
     ) -> Any:
         st = self.state
         plan = st.plan
@@ -426,7 +489,8 @@ class _Dispatcher:
         rec = plan.ops[st.index] if st.index < len(plan.ops) else None
         path = st.stack[-1][0]
         if rec is None or rec.func is not func or rec.path != path:
-            if kind in _COUNTED_KINDS:
+            # Not the next planned operation: fine for queries (x.size(), x.dim()) only.
+            if self._classify(func, args, kwargs, carrying, n_tensors) in _COUNTED_KINDS:
                 self._raise_changed(func, path, rec)
             result = self._native(func, args, kwargs)
             if func in _NATIVE_INPLACE or any(_carries(t) for t in _output_tensors(result)):
@@ -451,7 +515,7 @@ class _Dispatcher:
     def _entry(self, rec: OpRecord, rule: Rule) -> LedgerEntry | None:
         if not self.state.with_ledger:
             return None
-        entry = LedgerEntry(rec.index, rec.path or "(model)", rec.function, rule.describe())
+        entry = LedgerEntry(rec.index, rec.path or "(model)", rec.function, rule.describe(), samples=self.state.samples)
         self.state.entries.append(entry)
         return entry
 
@@ -478,6 +542,8 @@ class _Dispatcher:
         carrying: list[tuple[int, Tensor, _Track]],
     ) -> Any:
         kind = rec.kind
+        if kind == "exact":
+            return self._native(func, args, kwargs)  # reshapes, routing, linear maps: the gradient is exact
         rule = rec.rule
         if isinstance(rule, FunctionRule):
             return rule.apply(func, tuple(args), dict(kwargs))
@@ -489,6 +555,14 @@ class _Dispatcher:
             return self._relu(rec, func, args, kwargs)
         if isinstance(rule, GradientRule):
             return self._probed(rec, rule, func, args, kwargs, carrying)
+        if isinstance(rule, StopRule):
+            return self._structural(rule, func, args, kwargs)
+        if isinstance(rule, AttentionRule):
+            return self._attention(rec, rule, func, args, kwargs)
+        if isinstance(rule, NormalizationRule):
+            if kind == "div":
+                return self._structural(rule, func, args, kwargs)
+            return self._normalization(rec, rule, func, args, kwargs)
         if kind == "activation":
             return self._activation(rec, func, args, kwargs)
         if kind == "maxpool":
@@ -679,6 +753,16 @@ class _Dispatcher:
             out_of_place = INPLACE_TO_OUT_OF_PLACE.get(func, func)
             with torch.no_grad():
                 constant = out_of_place(*zeroed, **kwargs)
+            if not bool(torch.isfinite(constant).all()):
+                # An additive attention mask with -inf: no gradient reaches those entries; keep the
+                # factor and the ledger free of inf / inf and -inf · 0.
+                entry = self._entry(rec, rule)
+                if entry is None and rule.epsilon == 0.0:
+                    return y
+                zero = torch.zeros((), dtype=constant.dtype, device=constant.device)
+                finite = torch.where(torch.isfinite(constant), constant, zero)
+                spec = FactorSpec(rule, entry, None, None, finite, finite_only=True)
+                return OutputFactor.apply(y, spec)  # type: ignore[no-any-return]
         return self._attach_factor(rec, y, rule, self._entry(rec, rule), None, None, constant)
 
     def _product(
@@ -712,7 +796,8 @@ class _Dispatcher:
         entry = self._entry(rec, rule)
         if entry is None:
             return self._native(func, args, kwargs)
-        probes = {id(c[1]): Probe.apply(c[1], entry, "in") for c in carrying}
+        finite_only = rec.kind in ("softmax", "merge")
+        probes = {id(c[1]): Probe.apply(c[1], entry, "in", finite_only) for c in carrying}
 
         def swap(a: Any) -> Any:
             if isinstance(a, Tensor):
@@ -723,8 +808,176 @@ class _Dispatcher:
 
         result = self._native(func, [swap(a) for a in args], {k: swap(v) for k, v in kwargs.items()})
         if isinstance(result, Tensor) and _carries(result):
-            return Probe.apply(result, entry, "out")
+            return Probe.apply(result, entry, "out", finite_only)
         return result
+
+    # -- transformer operations -----------------------------------------------------------------
+    def _structural(self, rule: Rule, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Constant outputs (StopRule) or constant denominators (NormalizationRule on a division)."""
+        if isinstance(rule, StopRule):
+            result = self._native(func, args, kwargs)
+            if isinstance(result, Tensor):
+                return result.detach()
+            if isinstance(result, (list, tuple)):
+                return type(result)(r.detach() if isinstance(r, Tensor) else r for r in result)
+            return result
+        # x / d with d treated as a constant: the identity rule of a normalisation.
+        names = ("input", "other")
+        if func is torch.Tensor.__rtruediv__:
+            names = ("other", "input")
+        new_args = list(args)
+        denominator_at = 0 if names[0] == "other" else 1
+        if len(new_args) > denominator_at:
+            if isinstance(new_args[denominator_at], Tensor):
+                new_args[denominator_at] = new_args[denominator_at].detach()
+            new_kwargs = kwargs
+        else:
+            new_kwargs = {k: (v.detach() if k == "other" and isinstance(v, Tensor) else v) for k, v in kwargs.items()}
+        return self._native(func, new_args, new_kwargs)
+
+    def _attention(
+        self, rec: OpRecord, rule: AttentionRule, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Tensor:
+        """Fused attention with AttnLRP's gradient scaling (uniform) or constant weights (cp)."""
+        names = ("query", "key", "value")
+        args = list(args)
+        kwargs = dict(kwargs)
+        tensors = [args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names)]
+        carries = [self.state.lookup(t) is not None for t in tensors]
+        if rule.mode == "cp":
+            factors = [0.0, 0.0, 1.0]
+        else:
+            # q kᵀ splits its relevance equally (if both carry), the weights · v product too.
+            score_split = 0.5 if carries[0] and carries[1] else 1.0
+            value_split = 0.5 if (carries[0] or carries[1]) and carries[2] else 1.0
+            factors = [score_split * value_split, score_split * value_split, value_split]
+        entry = self._entry(rec, rule)
+        for i, (name, t, carried, factor) in enumerate(zip(names, tensors, carries, factors, strict=True)):
+            if not carried:
+                continue
+            if factor == 0.0:
+                new = t.detach()
+            else:
+                new = t if entry is None else Probe.apply(t, entry, "in", False)
+                if factor != 1.0:
+                    new = GradScale.apply(new, factor)
+            if i < len(args):
+                args[i] = new
+            else:
+                kwargs[name] = new
+        result = self._native(func, args, kwargs)
+        if entry is not None and _carries(result):
+            return Probe.apply(result, entry, "out", False)  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
+
+    def _normalization(
+        self,
+        rec: OpRecord,
+        rule: NormalizationRule,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+    ) -> Tensor:
+        """LayerNorm, RMSNorm and F.normalize with their statistic held constant (identity rule)."""
+        kind = rec.kind
+        if kind == "layer_norm":
+            bound = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"), {"eps": 1e-5})
+            self._check_constant_parameters(rec, bound)
+            weight, bias = bound.get("weight"), bound.get("bias")
+            return LayerNormIdentity.apply(  # type: ignore[no-any-return]
+                bound["input"],
+                tuple(bound["normalized_shape"]),
+                None if weight is None else weight.detach(),
+                None if bias is None else bias.detach(),
+                float(bound["eps"]),
+                self._entry(rec, rule),
+            )
+        if kind == "rms_norm":
+            bound = _bind(args, kwargs, ("input", "normalized_shape", "weight", "eps"), {"eps": None})
+            self._check_constant_parameters(rec, bound)
+            x, weight = bound["input"], bound.get("weight")
+            dims = tuple(range(x.dim() - len(tuple(bound["normalized_shape"])), x.dim()))
+            eps = bound["eps"] if bound["eps"] is not None else torch.finfo(x.dtype).eps
+            scale = torch.rsqrt(x.detach().square().mean(dims, keepdim=True) + eps)
+            y = x * scale
+            return y if weight is None else y * weight.detach()
+        # F.normalize(x, p, dim, eps): x divided by its (constant) norm.
+        bound = _bind(args, kwargs, ("input", "p", "dim", "eps"), {"p": 2.0, "dim": 1, "eps": 1e-12})
+        x = bound["input"]
+        norm = torch.linalg.vector_norm(x.detach(), bound["p"], dim=bound["dim"], keepdim=True)
+        return x / norm.clamp_min(bound["eps"])
+
+    def _check_constant_parameters(self, rec: OpRecord, bound: dict[str, Any]) -> None:
+        for name in ("weight", "bias"):
+            t = bound.get(name)
+            if isinstance(t, Tensor) and self.state.lookup(t) is not None:
+                raise UnsupportedOperationError(
+                    f"module '{rec.path or '(model)'}' ({rec.module_type.__name__}) calls {rec.function} with a "
+                    f"{name} computed from the input; the normalisation rule needs a constant {name}, so give this "
+                    "operation a rule with rules=[(relprop.match.path(...), relprop.rules.GradientRule())]."
+                )
+
+    # -- element-wise modules -------------------------------------------------------------------
+    def enter_module(self, name: str, module: nn.Module, args: Any) -> None:
+        """Forward pre-hook: push the module; start an element-wise module explained as one operation."""
+        st = self.state
+        st.stack.append((name, module))
+        if st.opaque_depth:
+            st.opaque_depth += 1
+            return
+        if not is_elementwise_module(module) or not args or not isinstance(args[0], Tensor):
+            return
+        x = args[0]
+        track = st.lookup(x)
+        if track is None:
+            return
+        module_type = type(module)
+        if st.mode == "plan":
+            rec = OpRecord(
+                index=st.index,
+                func=module_type,
+                function=f"{module_type.__module__}.{module_type.__qualname__}",
+                kind="activation",
+                path=name,
+                module_type=module_type,
+                producers=(track.producer,),
+            )
+            if not isinstance(self.explainer.composite.rule_for(self._info(rec)), PassRule):
+                return  # another rule: its torch calls are recorded one by one
+            st.records.append(rec)
+        else:
+            plan = st.plan
+            assert plan is not None
+            planned = plan.ops[st.index] if st.index < len(plan.ops) else None
+            if planned is None or planned.func is not module_type or planned.path != name:
+                return
+            rec = planned
+        st.index += 1
+        st.opaque.append((module, x, rec))
+        st.opaque_depth = 1
+
+    def exit_module(self, module: nn.Module, output: Any) -> Any:
+        """Forward hook: pop the module; finish an element-wise module with the pass-through rule."""
+        st = self.state
+        if len(st.stack) > 1:
+            st.stack.pop()
+        if not st.opaque_depth:
+            return None
+        st.opaque_depth -= 1
+        if st.opaque_depth:
+            return None
+        frame_module, x, rec = st.opaque.pop()
+        assert frame_module is module
+        if not isinstance(output, Tensor):
+            raise UnsupportedOperationError(
+                f"element-wise module '{rec.path}' ({rec.module_type.__name__}) returned {type(output).__name__}, "
+                "not a tensor; give it a rule with rules=[(relprop.match.path(...), relprop.rules.GradientRule())]."
+            )
+        rule = rec.rule if isinstance(rec.rule, PassRule) else PassRule()
+        entry = self._entry(rec, rule) if st.mode == "explain" else None
+        y = PassComputed.apply(x, output, rule.stabilizer, entry)
+        st.track(y, rec.index, rec.func)
+        return y
 
 
 def batchnorm_scale_shift(
@@ -997,6 +1250,7 @@ class Explainer:
     # -- running the model ----------------------------------------------------------------------
     def _run(self, state: _CallState, x: Tensor) -> Tensor:
         state.model_input = x
+        state.samples = int(x.shape[0])
         state.track(x, -1, None)
         dispatcher = _Dispatcher(self, state)
         handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -1004,8 +1258,10 @@ class Explainer:
             for name, module in self.model.named_modules():
                 if module is self.model:
                     continue
-                handles.append(module.register_forward_pre_hook(functools.partial(_push_module, state, name)))
-                handles.append(module.register_forward_hook(functools.partial(_pop_module, state), always_call=True))
+                handles.append(module.register_forward_pre_hook(functools.partial(_push_module, dispatcher, name)))
+                handles.append(
+                    module.register_forward_hook(functools.partial(_pop_module, dispatcher), always_call=True)
+                )
             with torch.enable_grad(), _RelevanceMode(dispatcher):
                 output = _select_output(self.model(x))
         finally:
@@ -1104,13 +1360,35 @@ class Explainer:
         )
 
 
-def _push_module(state: _CallState, name: str, module: nn.Module, args: Any) -> None:
-    state.stack.append((name, module))
+def _push_module(dispatcher: _Dispatcher, name: str, module: nn.Module, args: Any) -> None:
+    dispatcher.enter_module(name, module, args)
 
 
-def _pop_module(state: _CallState, module: nn.Module, args: Any, output: Any) -> None:
-    if len(state.stack) > 1:
-        state.stack.pop()
+def _pop_module(dispatcher: _Dispatcher, module: nn.Module, args: Any, output: Any) -> Any:
+    return dispatcher.exit_module(module, output)
+
+
+def _bind(
+    args: Sequence[Any], kwargs: dict[str, Any], names: tuple[str, ...], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    bound = dict(defaults)
+    bound.update(dict(zip(names, args, strict=False)))
+    bound.update(kwargs)
+    return bound
+
+
+def _has_constant_part(
+    func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], carrying: list[tuple[int, Tensor, _Track]]
+) -> bool:
+    """Whether a routing operation mixes relevance-carrying tensors with floating-point constants."""
+    carried = {id(c[1]) for c in carrying}
+    for t in _iter_tensors(args, kwargs):
+        if id(t) not in carried and t.is_floating_point() and t.numel():
+            return True
+    if func in SCALAR_VALUE_FUNCS:
+        values = [*args[1:], *kwargs.values()]
+        return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0 for v in values)
+    return False
 
 
 def explain(

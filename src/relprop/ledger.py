@@ -37,6 +37,10 @@ class LedgerEntry:
         Relevance handed to the operation's inputs, per sample.
     bias
         Part of the absorbed relevance taken by the bias (or other constant term), per sample.
+    samples
+        Batch size, when known. Operations that fold the batch into their first dimension
+        (``x.view(-1, d)`` before a GPT-2 style ``addmm``) report one value per row; rows are
+        then summed per sample (the batch is the outer factor of such a folded dimension).
     """
 
     index: int
@@ -46,15 +50,28 @@ class LedgerEntry:
     relevance_out: Tensor | None = None
     relevance_in: Tensor | None = None
     bias: Tensor | None = None
+    samples: int | None = None
+
+    def _per_sample(self, value: Tensor) -> Tensor:
+        v = value.detach()
+        n = self.samples
+        if n is None or v.shape[0] == n:
+            return v
+        if v.numel() % n:
+            raise RuntimeError(
+                f"operation {self.function} in '{self.path}' has {v.shape[0]} rows for a batch of {n}; its batch "
+                "dimension is not the first one, so explain one sample at a time."
+            )
+        return v.reshape(n, -1).sum(1)
 
     def add(self, relevance_out: Tensor, relevance_in: Tensor, bias: Tensor | None = None) -> None:
         """Accumulate the bookkeeping of one backward step (called from backward functions)."""
-        out = relevance_out.detach()
-        inn = relevance_in.detach()
+        out = self._per_sample(relevance_out)
+        inn = self._per_sample(relevance_in)
         self.relevance_out = out if self.relevance_out is None else self.relevance_out + out
         self.relevance_in = inn if self.relevance_in is None else self.relevance_in + inn
         if bias is not None:
-            b = bias.detach()
+            b = self._per_sample(bias)
             self.bias = b if self.bias is None else self.bias + b
 
     @property

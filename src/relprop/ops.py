@@ -20,10 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "ELEMENTWISE_MODULE_TYPES",
     "LinearOp",
     "bind_arguments",
     "classify",
     "describe_function",
+    "is_elementwise_module",
 ]
 
 Tensor_ = torch.Tensor
@@ -159,7 +161,44 @@ MATMUL_FUNCS: set[Callable[..., Any]] = {
     Tensor_.bmm,
     Tensor_.__matmul__,
     Tensor_.__rmatmul__,
+    torch.einsum,
 }
+# Transformer operations (AttnLRP / CP-LRP): softmax, fused attention, normalisations.
+SOFTMAX_FUNCS: set[Callable[..., Any]] = {F.softmax, torch.softmax, Tensor_.softmax}
+ATTENTION_FUNCS: set[Callable[..., Any]] = {F.scaled_dot_product_attention}
+LAYER_NORM_FUNCS: set[Callable[..., Any]] = {F.layer_norm}
+RMS_NORM_FUNCS: set[Callable[..., Any]] = {F.rms_norm} if hasattr(F, "rms_norm") else set()
+NORMALIZE_FUNCS: set[Callable[..., Any]] = {F.normalize}
+# Statistics of a tensor that normalisations divide by (x², √·, 1/√·, variance, norms). A hand-written
+# LayerNorm or RMSNorm computes them from the input; AttnLRP's identity rule treats them as constants.
+_STATISTIC_NAMES = (
+    "pow",
+    "pow_",
+    "__pow__",
+    "__ipow__",
+    "square",
+    "sqrt",
+    "rsqrt",
+    "reciprocal",
+    "var",
+    "std",
+    "var_mean",
+    "std_mean",
+    "norm",
+)
+STATISTIC_FUNCS: set[Callable[..., Any]] = {
+    obj for name in _STATISTIC_NAMES for owner in (torch, Tensor_) if callable(obj := getattr(owner, name, None))
+} | {torch.linalg.vector_norm, torch.linalg.norm}
+# Routing operations that may merge relevance-carrying tensors with constant ones (a class token
+# concatenated to the patch tokens, a masked fill): the constant parts take relevance.
+MERGE_FUNCS: set[Callable[..., Any]] = {
+    obj
+    for name in ("cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "where", "masked_fill")
+    for owner in (torch, Tensor_)
+    if callable(obj := getattr(owner, name, None))
+}
+# Functions whose scalar arguments are values written into the output (not dimensions).
+SCALAR_VALUE_FUNCS: set[Callable[..., Any]] = {torch.where, Tensor_.where, torch.masked_fill, Tensor_.masked_fill}
 DROPOUT_FUNCS: set[Callable[..., Any]] = {
     F.dropout,
     F.dropout1d,
@@ -214,6 +253,8 @@ _EXACT_NAMES = (
     "hstack",
     "vstack",
     "dstack",
+    "masked_fill",
+    "where",
     "flip",
     "fliplr",
     "flipud",
@@ -304,6 +345,26 @@ INPLACE_TO_OUT_OF_PLACE: dict[Callable[..., Any], Callable[..., Any]] = {
 }
 
 
+# Modules that apply an element-wise function written with several torch calls (GPT-2's
+# ``0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))``). They are explained as one element-wise operation
+# (pass-through by default) instead of call by call. Add your own types to this set.
+ELEMENTWISE_MODULE_TYPES: set[type] = set()
+# Every activation module of these packages is element-wise.
+ELEMENTWISE_MODULE_PACKAGES: tuple[str, ...] = ("transformers.activations",)
+_elementwise_cache: dict[type, bool] = {}
+
+
+def is_elementwise_module(module: Any) -> bool:
+    """Whether ``module`` applies an element-wise function to its input (see ``ELEMENTWISE_MODULE_TYPES``)."""
+    module_type = type(module)
+    if module_type in ELEMENTWISE_MODULE_TYPES:
+        return True
+    known = _elementwise_cache.get(module_type)
+    if known is None:
+        known = _elementwise_cache[module_type] = module_type.__module__ in ELEMENTWISE_MODULE_PACKAGES
+    return known
+
+
 def describe_function(func: Callable[..., Any]) -> str:
     """Return a readable dotted name such as ``torch.nn.functional.conv2d`` for a torch function."""
     if func in CONV_FUNCS or func in CONV_TRANSPOSE_FUNCS:
@@ -319,7 +380,7 @@ def describe_function(func: Callable[..., Any]) -> str:
         return "torch.Tensor." + qualname.split(".", 1)[1]
     if qualname.startswith("_VariableFunctionsClass."):
         return "torch." + name
-    if "boolean_dispatch" in qualname:
+    if "boolean_dispatch" in qualname or module == "torch._C._nn":
         return f"torch.nn.functional.{name}"
     if module:
         return f"{module}.{name}"
@@ -359,12 +420,28 @@ def classify(func: Callable[..., Any], carrying_positions: Sequence[int], n_tens
     if func in MUL_FUNCS:
         return "mul" if len(carrying_positions) > 1 else "exact"
     if func in DIV_FUNCS:
-        # x / c is linear in x; anything divided by a relevance-carrying tensor is not.
-        return "exact" if tuple(carrying_positions) == (0,) else "unknown"
+        # x / c is linear in x; a division by a relevance-carrying tensor is a normalisation
+        # (for c / x, Tensor.__rtruediv__(x, c), the carrying tensor is the denominator).
+        if func is Tensor_.__rtruediv__:
+            return "div"
+        return "exact" if tuple(carrying_positions) == (0,) else "div"
     if func in MATMUL_FUNCS:
         return "matmul" if len(carrying_positions) > 1 else "exact"
     if func in DROPOUT_FUNCS:
         return "dropout"
+    if func in SOFTMAX_FUNCS:
+        return "softmax"
+    if func in ATTENTION_FUNCS:
+        return "attention"
+    if func in LAYER_NORM_FUNCS:
+        return "layer_norm"
+    if func in RMS_NORM_FUNCS:
+        return "rms_norm"
+    if func in NORMALIZE_FUNCS:
+        return "normalize"
+    if func in STATISTIC_FUNCS:
+        # Only x ** c (a power of the signal) is a statistic; c ** x or x ** y are not.
+        return "statistic" if tuple(carrying_positions) == (0,) else "unknown"
     if func in EXACT_FUNCS:
         return "exact"
     return "unknown"

