@@ -11,7 +11,7 @@ from torch import nn
 import relprop
 from relprop import rules
 
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 from reference import reference_lrp
 
 RTOL = 1e-6

@@ -7,7 +7,7 @@ import torch
 
 import relprop
 
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 from models import small_cnn
 
 

@@ -21,7 +21,7 @@ import torchvision
 
 import relprop
 
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402

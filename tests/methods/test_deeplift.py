@@ -13,7 +13,7 @@ import relprop
 from relprop.models import digits_test_set, load_digits_model
 
 from .nets import FunctionalNetTwin, ResNetTwin, functional_net, maxpool_net, maxpool_net_twin, resnet18
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 RULES = ["rescale", "reveal-cancel"]
 

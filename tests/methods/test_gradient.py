@@ -11,7 +11,7 @@ from captum.attr import InputXGradient, Saliency
 import relprop
 
 from .nets import functional_net, maxpool_net, resnet18
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 MODELS = {"maxpool": (maxpool_net, (2, 3, 8, 8)), "functional": (functional_net, (2, 3, 8, 8)),
           "resnet18": (resnet18, (2, 3, 32, 32))}  # fmt: skip

@@ -13,7 +13,7 @@ from torch import nn
 import relprop
 
 from .nets import FunctionalNetTwin, functional_net, maxpool_net, resnet18
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 CAPTUM = {"guided-backprop": GuidedBackprop, "deconvnet": Deconvolution}
 

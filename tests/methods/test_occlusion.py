@@ -13,7 +13,7 @@ import relprop
 from relprop.methods.occlusion import window_slices
 
 from .nets import functional_net, maxpool_net, resnet18
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 
 @pytest.fixture(autouse=True)

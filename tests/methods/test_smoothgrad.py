@@ -9,7 +9,7 @@ from torch import nn
 import relprop
 
 from .nets import functional_net, maxpool_net
-from conftest import assert_close_relative
+from helpers import assert_close_relative
 
 
 class HalfSquaredNorm(nn.Module):
