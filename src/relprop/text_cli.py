@@ -8,27 +8,17 @@ similarity of two sentences.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import composites as _composites
+from .clitools import UserError, refuse_overwrite, write_atomic
 from .errors import RelpropError
 
 __all__ = ["explain_text"]
-
-
-class _UserError(click.ClickException):
-    """A mistake in the command's input: one line, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _load(model_path: str | None, task: str, attn_implementation: str | None) -> tuple[Any, Any]:
@@ -43,7 +33,7 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
 
     if model_path is None:
         if task != "similarity":
-            raise _UserError(
+            raise UserError(
                 f"the packaged MiniLM model is a sentence encoder for --task similarity; pass --model with a "
                 f"Hugging Face model folder for --task {task}"
             )
@@ -51,7 +41,7 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
     try:
         import transformers
     except ImportError:
-        raise _UserError("explain-text needs the transformers package; run pip install relprop[transformers]") from None
+        raise UserError("explain-text needs the transformers package; run pip install relprop[transformers]") from None
     classes = {
         "similarity": transformers.AutoModel,
         "classify": transformers.AutoModelForSequenceClassification,
@@ -63,22 +53,8 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _UserError(f"cannot load a {task} model from --model {model_path}: {first_line}") from None
+        raise UserError(f"cannot load a {task} model from --model {model_path}: {first_line}") from None
     return model, tokenizer
-
-
-def _write_atomic(path: Path, text: str, force: bool) -> None:
-    if path.exists() and not force:
-        raise _UserError(f"{path} already exists; pass --force to overwrite it or choose another --html file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @click.command("explain-text")
@@ -130,21 +106,22 @@ def explain_text(
 
     task = task or ("similarity" if text_b is not None else "classify")
     if task == "similarity" and text_b is None:
-        raise _UserError("--task similarity needs two texts: relprop explain-text TEXT TEXT_B")
+        raise UserError("--task similarity needs two texts: relprop explain-text TEXT TEXT_B")
     if task != "similarity" and text_b is not None:
-        raise _UserError(f"--task {task} explains one text; drop the second one")
-    if html_path is not None and html_path.exists() and not force:
-        raise _UserError(f"{html_path} already exists; pass --force to overwrite it or choose another --html file")
+        raise UserError(f"--task {task} explains one text; drop the second one")
+    if html_path is not None:
+        refuse_overwrite([html_path], force, "--html file")
     model, tokenizer = _load(model_path, task, attn_implementation)
     try:
         explainer = TextExplainer(model, tokenizer, task=task, composite=composite)
         result = explainer(text, text_b, target=target)
     except RelpropError as exc:
-        raise _UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     use_color = sys.stdout.isatty() if color is None else color
     click.echo(result.to_terminal(color=use_color), color=use_color)
     top = ", ".join(f"{token} {value:+.3g}" for token, value in result.top_tokens(5))
     click.echo(f"most relevant tokens: {top}")
     if html_path is not None:
-        _write_atomic(html_path, result.to_html(), force=True)
+        page = result.to_html()
+        write_atomic(html_path, lambda p: p.write_text(page, encoding="utf-8"), force=True)
         click.echo(f"html: {html_path}")
