@@ -72,6 +72,7 @@ RELATIVES = [
     "deconvnet",
     "occlusion:patch=2",
     "deeplift",
+    "deeplift:reveal-cancel",
     "deep-taylor:low=0,high=1",
 ]
 
