@@ -281,6 +281,15 @@ class ModifiedLinear(torch.autograd.Function):
         return grad_x, None
 
 
+def _pass_backward(ctx: Any, grad: Tensor) -> Tensor:
+    """Backward of the pass-through rules: ``g_x = g ⊙ y / stab(x)``, booked in the ledger."""
+    x, y = ctx.saved_tensors
+    grad_x = grad * safe_divide(y, stabilize(x, ctx.stabilizer))
+    if ctx.entry is not None:
+        ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
+    return grad_x
+
+
 class PassActivation(torch.autograd.Function):
     """An element-wise activation whose backward passes relevance unchanged: ``g_x = g ⊙ f(x)/stab(x)``."""
 
@@ -296,11 +305,7 @@ class PassActivation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        x, y = ctx.saved_tensors
-        grad_x = grad * safe_divide(y, stabilize(x, ctx.stabilizer))
-        if ctx.entry is not None:
-            ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
-        return grad_x, None, None, None
+        return _pass_backward(ctx, grad), None, None, None
 
 
 class ProportionalPool(torch.autograd.Function):
@@ -351,11 +356,7 @@ class PassComputed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        x, y = ctx.saved_tensors
-        grad_x = grad * safe_divide(y, stabilize(x, ctx.stabilizer))
-        if ctx.entry is not None:
-            ctx.entry.add(per_sample_dot(y, grad), per_sample_dot(x, grad_x))
-        return grad_x, None, None, None
+        return _pass_backward(ctx, grad), None, None, None
 
 
 class LayerNormIdentity(torch.autograd.Function):

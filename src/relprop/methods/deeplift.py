@@ -101,6 +101,24 @@ def _halves(t: Tensor, func: Callable[..., Any]) -> int:
     return t.shape[0] // 2
 
 
+def _shapley_split(
+    fn: Callable[[Tensor], Tensor], reference: Tensor, y: Tensor, n: int, positive: Tensor, negative: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""RevealCancel's output difference split between the positive and the negative part.
+
+    The two parts are the players of a two-player game; each gets its Shapley value, the mean of
+    its effect alone and its effect after the other:
+    :math:`\Delta y^+ = \tfrac12[(f(\bar z + \Delta^+) - f(\bar z)) + (f(z) - f(\bar z + \Delta^-))]`,
+    and :math:`\Delta y^-` likewise. ``y`` holds :math:`f` of the inputs (first ``n`` rows) and of
+    the references (the rest), so that :math:`\Delta y^+ + \Delta y^- = f(z) - f(\bar z)`.
+    """
+    y_in, y_ref = y[:n], y[n:]
+    f_pos, f_neg = fn(reference + positive), fn(reference + negative)
+    dy_pos = 0.5 * ((f_pos - y_ref) + (y_in - f_neg))
+    dy_neg = 0.5 * ((f_neg - y_ref) + (y_in - f_pos))
+    return dy_pos, dy_neg
+
+
 def _safe_ratio(numerator: Tensor, denominator: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """``numerator / denominator`` and the mask where ``|denominator| < eps`` (ratio 0 there)."""
     small = denominator.abs() < eps
@@ -225,15 +243,11 @@ class _RevealCancel(torch.autograd.Function):
     ) -> Tensor:
         n = _halves(z, func)
         y = fn(z)
-        z_ref, y_in, y_ref = z[n:], y[:n], y[n:]
         delta = None
         if positive is None or negative is None:
-            delta = z[:n] - z_ref
+            delta = z[:n] - z[n:]
             positive, negative = delta.clamp(min=0), delta.clamp(max=0)
-        f_pos, f_neg = fn(z_ref + positive), fn(z_ref + negative)
-        # The two players' Shapley values: each part's effect alone and after the other, averaged.
-        dy_pos = 0.5 * ((f_pos - y_ref) + (y_in - f_neg))
-        dy_neg = 0.5 * ((f_neg - y_ref) + (y_in - f_pos))
+        dy_pos, dy_neg = _shapley_split(fn, z[n:], y, n, positive, negative)
         m_pos, small_pos = _safe_ratio(dy_pos, positive, eps)
         m_neg, small_neg = _safe_ratio(dy_neg, negative, eps)
         ctx.fn = fn
@@ -544,20 +558,17 @@ class _RevealCancelPool(torch.autograd.Function):
     ) -> Tensor:
         n = _halves(x, func)
         y = pool(x)
-        x_ref, y_in, y_ref = x[n:], y[:n], y[n:]
         delta = None
         if positive is None or negative is None:
-            delta = x[:n] - x_ref
+            delta = x[:n] - x[n:]
             positive, negative = delta.clamp(min=0), delta.clamp(max=0)
-        f_pos, f_neg = pool(x_ref + positive), pool(x_ref + negative)
-        dy_pos = 0.5 * ((f_pos - y_ref) + (y_in - f_neg))
-        dy_neg = 0.5 * ((f_neg - y_ref) + (y_in - f_pos))
+        dy_pos, dy_neg = _shapley_split(pool, x[n:], y, n, positive, negative)
         # Within a part, each input shares in proportion to its difference (as a layer's terms do).
         m_pos, _ = _safe_ratio(dy_pos, _window_sum(bound, positive), eps)
         m_neg, _ = _safe_ratio(dy_neg, _window_sum(bound, negative), eps)
         ctx.bound = bound
         ctx.atomic = delta is not None
-        ctx.save_for_backward(m_pos, m_neg, delta, x_ref)
+        ctx.save_for_backward(m_pos, m_neg, delta, x[n:])
         return y
 
     @staticmethod
