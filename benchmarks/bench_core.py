@@ -4,9 +4,10 @@ Run ``python benchmarks/bench_core.py`` (add ``--device cuda`` on a GPU machine)
 (model, method) pair runs in its own fresh subprocess so that its peak memory is its own:
 the script loads the model (random init, eval), makes a batch of 4 × 3 × 224 × 224, runs the
 method once to warm up (this records relprop's plan and caches its modified weights), then
-times ``--repeats`` calls and reports the median. Peak memory is the highest resident set
-size (CPU, sampled every half millisecond, with glibc's mmap threshold fixed so that freed
-tensors leave the resident set) or ``torch.cuda.max_memory_allocated`` (CUDA) during one call,
+times ``--repeats`` calls and reports the median (with the default allocator settings).
+Peak memory, measured in separate processes, is the highest resident set size (CPU, sampled
+every half millisecond, with glibc's mmap threshold fixed so that freed tensors leave the
+resident set) or ``torch.cuda.max_memory_allocated`` (CUDA) during one call,
 minus what was resident just before it: model weights and relprop's cached modified weights
 are excluded from the call peak; the cache is reported on its own. Timing runs interleave the
 methods round-robin in one process, so that drift of a shared machine hits all of them alike.
@@ -231,7 +232,11 @@ def main() -> None:
         ]  # fmt: skip
         # glibc keeps freed blocks below its (adaptive) mmap threshold in the heap, so the resident size
         # would not fall when tensors are freed; a fixed low threshold makes it track live memory.
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        # Only for the memory children: it makes every large allocation a fresh mmap whose page
+        # faults would add the same cost to every method and flatten the time ratios.
+        env = dict(os.environ)
+        if what != "times":
+            env["MALLOC_MMAP_THRESHOLD_"] = "65536"
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
