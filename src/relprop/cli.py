@@ -23,7 +23,7 @@ from . import composites as _composites
 from . import rules as _rules
 from .clitools import UserError, refuse_overwrite, write_atomic
 from .engine import Explainer
-from .errors import RelpropError
+from .errors import RelpropError, first_line
 
 __all__ = ["UserError", "main", "write_atomic"]
 
@@ -293,15 +293,13 @@ def explain(
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
                 batch = group[start : start + batch_size]
-                x = torch.stack([b[1] for b in batch]).to(
-                    bundle.model_device if hasattr(bundle, "model_device") else device
-                )
+                x = torch.stack([b[1] for b in batch]).to(device)
                 try:
                     result = run_method(x, class_index)
                 except RelpropError as exc:
                     raise UserError(str(exc)) from None
                 except RuntimeError as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    first = first_line(exc)
                     raise UserError(
                         f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
                         "and --std for this model"
@@ -550,7 +548,7 @@ def compare(
             try:
                 result = run_method(x, class_index)
             except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 raise UserError(f"method {label} failed on inputs of shape {tuple(x.shape)} ({first})") from None
             for k in range(len(loaded)):
                 rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))

@@ -29,3 +29,13 @@ class ModelStateError(RelpropError, RuntimeError):
 
 class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if the message is empty).
+
+    Torch errors from inside a model often run to many lines; user-facing messages quote only
+    the first.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

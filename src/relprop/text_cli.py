@@ -16,7 +16,7 @@ import click
 
 from . import composites as _composites
 from .clitools import UserError, refuse_overwrite, write_atomic
-from .errors import RelpropError
+from .errors import RelpropError, first_line
 
 __all__ = ["explain_text"]
 
@@ -52,8 +52,8 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
         model = classes[task].from_pretrained(model_path, **kwargs).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load a {task} model from --model {model_path}: {first_line}") from None
+        first = first_line(exc)
+        raise UserError(f"cannot load a {task} model from --model {model_path}: {first}") from None
     return model, tokenizer
 
 

@@ -40,7 +40,7 @@ from .. import methods as _methods
 from .. import viz
 from ..engine import Explainer
 from ..engine import explain as explain_fn
-from ..errors import ConfigurationError, RelpropError
+from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from ..images import ImageInput, ImageReadError, read_image_bytes
 from ..models.loading import ModelBundle
@@ -149,7 +149,7 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
         with torch.no_grad():
             output = bundle.model(x)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigurationError(
             f"model {name} failed on a picture preprocessed to shape {tuple(x.shape)} ({first}); it needs another "
             "input size or preprocessing."
@@ -431,7 +431,7 @@ class ExplainService:
         except RelpropError:
             raise
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RequestError(422, f"model {name} failed on an input of shape {tuple(x.shape)} ({first})") from None
         relevance = result.relevance[0].detach().to("cpu", torch.float32)
         picture = bundle.display(x[0].detach().cpu())
