@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _timing import setup_model, sync, time_round_robin
+
 METHODS = ["forward", "gradient-x-input", "relprop-epsilon", "relprop-epsilon-gamma-box", "zennit-epsilon-gamma-box"]
 MODELS = ["vgg16", "resnet50"]
 
@@ -139,37 +141,19 @@ def build_method(name: str, model: Any, x: Any) -> tuple[Callable[[], Any], Call
     raise ValueError(name)
 
 
-def _setup(model_name: str, device: str, threads: int, batch: int) -> tuple[Any, Any]:
-    import torch
-    import torchvision
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)().eval().to(device)
-    x = torch.randn(batch, 3, 224, 224, device=device)
-    return model, x
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure_memory(model_name: str, method: str, device: str, threads: int, batch: int) -> dict[str, Any]:
     """Peak memory of one call (after a warm-up call), in a process of its own."""
     import torch
 
-    model, x = _setup(model_name, device, threads, batch)
+    model, x = setup_model(model_name, device, threads, batch)
     call, cache_bytes = build_method(method, model, x)
     call()
-    _sync(device)
+    sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         call()
-        _sync(device)
+        sync(device)
         peak = torch.cuda.max_memory_allocated() - before
     else:
         before = _rss_bytes()
@@ -183,21 +167,9 @@ def measure_times(
     model_name: str, methods: list[str], device: str, threads: int, batch: int, repeats: int, zennit_repeats: int
 ) -> dict[str, list[float]]:
     """Median-ready timings, methods interleaved round-robin so that machine drift hits all alike."""
-    model, x = _setup(model_name, device, threads, batch)
+    model, x = setup_model(model_name, device, threads, batch)
     calls = {m: build_method(m, model, x)[0] for m in methods}
-    for call in calls.values():  # warm-up
-        call()
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for round_index in range(repeats):
-        for method, call in calls.items():
-            if method.startswith("zennit") and round_index >= zennit_repeats:
-                continue
-            _sync(device)
-            start = time.perf_counter()
-            call()
-            _sync(device)
-            times[method].append(time.perf_counter() - start)
-    return times
+    return time_round_robin(calls, device, repeats, lambda m: m.startswith("zennit"), zennit_repeats)
 
 
 def main() -> None:

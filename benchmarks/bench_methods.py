@@ -26,9 +26,10 @@ import json
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
+
+from _timing import setup_model, time_round_robin
 
 BASELINE = "plain-gradient"
 METHODS = [
@@ -70,40 +71,13 @@ def build(spec: str, model: Any, x: Any) -> Callable[[], Any]:
     return lambda: relprop.explain(model, x, method=name, **params).relevance
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(
     model_name: str, specs: list[str], device: str, threads: int, batch: int, repeats: int, slow_repeats: int
 ) -> dict[str, list[float]]:
     """Timings per method, interleaved round-robin after one warm-up call each."""
-    import torch
-    import torchvision
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)().eval().to(device)
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    model, x = setup_model(model_name, device, threads, batch)
     calls = {spec: build(spec, model, x) for spec in specs}
-    for spec, call in calls.items():
-        print(f"  warm-up {model_name} {spec}", file=sys.stderr)
-        call()
-    times: dict[str, list[float]] = {spec: [] for spec in specs}
-    for round_index in range(repeats):
-        for spec, call in calls.items():
-            if spec.split(":")[0] in SLOW and round_index >= slow_repeats:
-                continue
-            _sync(device)
-            start = time.perf_counter()
-            call()
-            _sync(device)
-            times[spec].append(time.perf_counter() - start)
-        print(f"  round {round_index + 1}/{repeats} done", file=sys.stderr)
-    return times
+    return time_round_robin(calls, device, repeats, lambda spec: spec.split(":")[0] in SLOW, slow_repeats, model_name)
 
 
 def main() -> None:

@@ -1,0 +1,64 @@
+"""What the speed benchmarks share: the model and batch they time, and round-robin timing.
+
+Imported by the scripts next to it (``python benchmarks/<script>.py`` puts this folder on the
+import path).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def setup_model(model_name: str, device: str, threads: int, batch: int) -> tuple[Any, Any]:
+    """A random-init torchvision model in eval mode and a seeded batch of 3 × 224 × 224 inputs."""
+    import torch
+    import torchvision
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, model_name)().eval().to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    return model, x
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so that a timer measures it."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_round_robin(
+    calls: Mapping[str, Callable[[], Any]],
+    device: str,
+    repeats: int,
+    is_slow: Callable[[str], bool],
+    slow_repeats: int,
+    progress: str | None = None,
+) -> dict[str, list[float]]:
+    """Time each call ``repeats`` times (``slow_repeats`` for the slow ones) after one warm-up.
+
+    The calls take turns within each round, so that drift of a shared machine hits all alike.
+    With ``progress`` (a label) the warm-ups and rounds are reported on stderr.
+    """
+    for name, call in calls.items():
+        if progress is not None:
+            print(f"  warm-up {progress} {name}", file=sys.stderr)
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_index in range(repeats):
+        for name, call in calls.items():
+            if is_slow(name) and round_index >= slow_repeats:
+                continue
+            sync(device)
+            start = time.perf_counter()
+            call()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+        if progress is not None:
+            print(f"  round {round_index + 1}/{repeats} done", file=sys.stderr)
+    return times
