@@ -16,12 +16,10 @@ points they visit, so that every method answers the same question.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import match
@@ -30,6 +28,7 @@ from ..engine import _model_device, _select_output
 from ..errors import ConfigurationError, ModelStateError
 from ..explanation import Explanation
 from ..ledger import Ledger
+from ..metrics.selectivity import gaussian_blur
 from ..ops import ACTIVATION_FUNCS, INPLACE_TO_OUT_OF_PLACE, RELU_FUNCS
 from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
 from ..targets import TopLayer, initial_relevance
@@ -199,25 +198,6 @@ def make_baseline(spec: Any, x: Tensor, name: str = "baseline", blur_sigma: floa
     raise ConfigurationError(
         f"{name} must be one of {', '.join(repr(b) for b in BASELINES)}, a number or a tensor, got {spec!r}."
     )
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Blur each channel of ``x`` (``(N, C, *spatial)``) with a separable Gaussian of std ``sigma`` pixels."""
-    if not sigma > 0:
-        raise ConfigurationError(f"blur_sigma must be > 0, got {sigma!r}.")
-    radius = max(1, math.ceil(3.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    out = x
-    for dim in range(2, x.dim()):
-        moved = out.movedim(dim, -1)
-        shape = moved.shape
-        rows = moved.reshape(-1, 1, shape[-1])
-        # Replicated edges keep the image's border colours (zero padding would darken them).
-        padded = F.pad(rows, (radius, radius), mode="replicate")
-        out = F.conv1d(padded, kernel).reshape(shape).movedim(-1, dim)
-    return out.contiguous()
 
 
 def as_tuple(value: Any, length: int, name: str) -> tuple[int, ...]:

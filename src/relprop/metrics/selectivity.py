@@ -135,24 +135,25 @@ def area_under_curve(scores: Tensor, fractions: Tensor) -> Tensor:
     return ((s[:, 1:] + s[:, :-1]) / 2 * (t[1:] - t[:-1])).sum(1)
 
 
-def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    grid = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    kernel = torch.exp(-(grid**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
 def gaussian_blur(images: Tensor, sigma: float = 1.0) -> Tensor:
-    """Blur each channel of ``(N, C, H, W)`` images with a Gaussian of ``sigma`` pixels (edges replicated)."""
-    if sigma <= 0:
-        raise ConfigurationError(f"blur sigma must be positive, got {sigma}.")
-    kernel = _gaussian_kernel(sigma, images.device, images.dtype)
-    radius = (kernel.numel() - 1) // 2
-    c = images.shape[1]
-    x = F.pad(images, (radius, radius, 0, 0), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Blur each channel of ``(N, C, *spatial)`` inputs with a separable Gaussian of std ``sigma`` pixels.
+
+    The kernel reaches ``ceil(3σ)`` pixels (at least 1) to each side and sums to 1; edges are
+    replicated, so a constant image stays constant (zero padding would darken the border).
+    """
+    if not sigma > 0:
+        raise ConfigurationError(f"blur_sigma must be > 0, got {sigma!r}.")
+    radius = max(1, math.ceil(3.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    out = images
+    for dim in range(2, images.dim()):
+        moved = out.movedim(dim, -1)
+        shape = moved.shape
+        rows = F.pad(moved.reshape(-1, 1, shape[-1]), (radius, radius), mode="replicate")
+        out = F.conv1d(rows, kernel).reshape(shape).movedim(-1, dim)
+    return out.contiguous()
 
 
 def inpaint_neighbour_mean(images: Tensor, removed: Tensor) -> Tensor:
