@@ -38,7 +38,7 @@ from torch import nn
 from .. import composites as _composites
 from .. import methods as _methods
 from .. import viz
-from ..engine import Explainer
+from ..engine import Explainer, _model_device
 from ..engine import explain as explain_fn
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
@@ -161,9 +161,7 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
+    return _model_device(model) or torch.device("cpu")
 
 
 @dataclass
