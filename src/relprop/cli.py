@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,135 +228,220 @@ def load_bundle(
     help="Colour scale at this percentile of |R| instead of the maximum.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
-def explain(
-    inputs: tuple[str, ...],
-    model_spec: str,
-    weights: str | None,
-    method: str,
-    composite: str,
-    target: str,
-    contrast: str | None,
-    epsilon: float | None,
-    gamma: float | None,
-    alpha: float | None,
-    beta: float | None,
-    low: str | None,
-    high: str | None,
-    out_dir: Path,
-    device: str,
-    batch_size: int,
-    overlay: bool,
-    clip_percentile: float | None,
-    input_size: int | None,
-    mean: str | None,
-    std: str | None,
-    force: bool,
-) -> None:
+def explain(**options: Any) -> None:
     """Explain image files, folders or globs; write heatmaps, raw relevance and a summary."""
-
-    from . import viz
     from .images import collect_inputs
 
-    class_index, top = _parse_target(target)
-    contrast_value = _parse_contrast(contrast)
-    bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
-    cli_params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
-    bounds = _bounds(bundle, low, high)
-    method_label, run_method, params = _method_runner(
-        bundle, method, composite, cli_params, bounds, top, contrast_value
-    )
-
-    paths, problems = collect_inputs(list(inputs))
-    names = _output_names(paths)
-    outputs: list[list[Path]] = []
-    for name in names:
-        files = [out_dir / f"{name}_heatmap.png", out_dir / f"{name}_relevance.npy"]
-        if overlay:
-            files.append(out_dir / f"{name}_overlay.png")
-        outputs.append(files)
-    summary_json, summary_csv = out_dir / "summary.json", out_dir / "summary.csv"
-    refuse_overwrite([f for files in outputs for f in files] + [summary_json, summary_csv], force)
-
-    failures = len(problems)
+    settings = ExplainSettings(**options)
+    run = _prepare_explain(settings)
+    paths, problems = collect_inputs(list(settings.inputs))
+    outputs = [settings.output_files(name) for name in _output_names(paths)]
+    planned = [f for files in outputs for f in files.paths()]
+    refuse_overwrite([*planned, settings.summary_json, settings.summary_csv], settings.force)
     for _spec, message in problems:
         click.echo(f"error: {message}", err=True)
-    loaded, records = _read_inputs(paths, bundle)
-    failures += len(records)
+    loaded, records = _read_inputs(paths, run.bundle)
+    failures = len(problems) + len(records)
+    records.extend(_explain_loaded(run, loaded, outputs))
+    order = {str(p): i for i, p in enumerate(paths)}
+    records.sort(key=lambda r: order.get(r["file"], -1))
+    _write_summary(run, records)
+    ok = sum(1 for r in records if r["status"] == "ok")
+    click.echo(
+        f"explained {ok} of {ok + failures} inputs; outputs in {settings.out_dir}; summary: {settings.summary_json}"
+    )
+    if failures:
+        sys.exit(1)
 
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """The files ``relprop explain`` writes for one input."""
+
+    heatmap: Path
+    relevance: Path
+    overlay: Path | None
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.heatmap, self.relevance, self.overlay) if p is not None]
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """The options of ``relprop explain``, as click parsed them (see its ``--help``)."""
+
+    inputs: tuple[str, ...]
+    model_spec: str
+    weights: str | None
+    device: str
+    input_size: int | None
+    mean: str | None
+    std: str | None
+    method: str
+    composite: str
+    target: str
+    contrast: str | None
+    epsilon: float | None
+    gamma: float | None
+    alpha: float | None
+    beta: float | None
+    low: str | None
+    high: str | None
+    out_dir: Path
+    batch_size: int
+    overlay: bool
+    clip_percentile: float | None
+    force: bool
+
+    @property
+    def rule_params(self) -> dict[str, float | None]:
+        """The LRP parameters given as flags (``None``: not given)."""
+        return {"epsilon": self.epsilon, "gamma": self.gamma, "alpha": self.alpha, "beta": self.beta}
+
+    @property
+    def summary_json(self) -> Path:
+        return self.out_dir / "summary.json"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.out_dir / "summary.csv"
+
+    def output_files(self, name: str) -> OutputFiles:
+        """Where the outputs of the input with output name ``name`` go."""
+        overlay = self.out_dir / f"{name}_overlay.png" if self.overlay else None
+        return OutputFiles(self.out_dir / f"{name}_heatmap.png", self.out_dir / f"{name}_relevance.npy", overlay)
+
+
+@dataclass
+class _ExplainRun:
+    """A prepared ``relprop explain``: the model, the method and what it explains."""
+
+    settings: ExplainSettings
+    bundle: Any
+    label: str
+    method: Callable[[torch.Tensor, Any], Any]
+    params: dict[str, Any]
+    class_index: int | None
+
+
+def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
+    """Check the target options, load the model and resolve the method (all before any input is read)."""
+    class_index, top = _parse_target(settings.target)
+    contrast = _parse_contrast(settings.contrast)
+    bundle = load_bundle(
+        settings.model_spec, settings.weights, settings.device, settings.input_size, settings.mean, settings.std
+    )
+    bounds = _bounds(bundle, settings.low, settings.high)
+    label, method, params = _method_runner(
+        bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast
+    )
+    return _ExplainRun(settings, bundle, label, method, params, class_index)
+
+
+def _explain_loaded(
+    run: _ExplainRun, loaded: list[tuple[int, Any, Any]], outputs: list[OutputFiles]
+) -> list[dict[str, Any]]:
+    """Explain the read inputs in batches of one shape, write their files; one record per input."""
     from rich.progress import Progress
 
     by_shape: dict[tuple[int, ...], list[tuple[int, Any, Any]]] = {}
     for entry in loaded:
         by_shape.setdefault(tuple(entry[1].shape), []).append(entry)
-    results: dict[int, dict[str, Any]] = {}
+    batch_size = run.settings.batch_size
+    records: list[dict[str, Any]] = []
     with Progress(disable=len(loaded) <= 5, transient=True, console=_stderr_console()) as progress:
         task = progress.add_task("explaining", total=len(loaded))
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
                 batch = group[start : start + batch_size]
-                x = torch.stack([b[1] for b in batch]).to(device)
-                try:
-                    result = run_method(x, class_index)
-                except RelpropError as exc:
-                    raise UserError(str(exc)) from None
-                except RuntimeError as exc:
-                    first = first_line(exc)
-                    raise UserError(
-                        f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
-                        "and --std for this model"
-                    ) from None
-                with torch.no_grad():
-                    probabilities = torch.softmax(result.output.float(), 1)
-                for k, (position, tensor, item) in enumerate(batch):
-                    relevance = result.relevance[k].detach().cpu()
-                    files = outputs[position]
-                    size = 128 if max(relevance.shape[-2:]) < 128 else None
-                    heat = viz.heatmap(relevance, clip_percentile, size=size)
-                    write_atomic(files[0], lambda p, heat=heat: heat.save(p, format="PNG"), force=True)
-                    write_atomic(files[1], lambda p, r=relevance: _save_npy(p, r.numpy()), force=True)
-                    if overlay:
-                        picture = bundle.display(tensor)
-                        if size is not None:
-                            picture = picture.resize((size, size), resample=0)
-                        blended = viz.overlay(picture, relevance, clip_percentile=clip_percentile)
-                        write_atomic(files[2], lambda p, b=blended: b.save(p, format="PNG"), force=True)
-                    predicted = int(probabilities[k].argmax())
-                    explained = int(result.target[k])
-                    ledger = result.ledger
-                    results[position] = {
-                        "file": str(item.path),
-                        "status": "ok",
-                        "predicted": predicted,
-                        "predicted_name": bundle.class_name(predicted),
-                        "probability": round(float(probabilities[k, predicted]), 6),
-                        "target": explained,
-                        "target_name": bundle.class_name(explained),
-                        "method": method_label,
-                        "explained_score": float(ledger.score[k]),
-                        "relevance_sum": float(relevance.sum()),
-                        "absorbed": float(ledger.absorbed[k]),
-                        "residual": float(ledger.residual[k]),
-                        "heatmap": str(files[0]),
-                        "relevance": str(files[1]),
-                        "overlay": str(files[2]) if overlay else None,
-                        "notes": item.notes,
-                    }
+                records.extend(_explain_batch(run, batch, outputs))
                 progress.advance(task, len(batch))
-    records.extend(results.values())
-    order = {str(p): i for i, p in enumerate(paths)}
-    records.sort(key=lambda r: order.get(r["file"], -1))
-    document = {
-        "model": bundle.name,
-        "method": method_label,
-        "params": {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in params.items()},
-        "inputs": records,
+    return records
+
+
+def _explain_batch(
+    run: _ExplainRun, batch: list[tuple[int, Any, Any]], outputs: list[OutputFiles]
+) -> list[dict[str, Any]]:
+    """Explain one batch; write each input's heatmap, relevance (and overlay); return their records."""
+    x = torch.stack([b[1] for b in batch]).to(run.settings.device)
+    try:
+        result = run.method(x, run.class_index)
+    except RelpropError as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:
+        first = first_line(exc)
+        raise UserError(
+            f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
+            "and --std for this model"
+        ) from None
+    with torch.no_grad():
+        probabilities = torch.softmax(result.output.float(), 1)
+    records = []
+    for k, (position, tensor, item) in enumerate(batch):
+        relevance = result.relevance[k].detach().cpu()
+        files = outputs[position]
+        _write_outputs(run, files, relevance, tensor)
+        records.append(_record(run, item, files, result, k, probabilities[k], relevance))
+    return records
+
+
+def _write_outputs(run: _ExplainRun, files: OutputFiles, relevance: torch.Tensor, tensor: torch.Tensor) -> None:
+    """The heatmap (enlarged to 128 px when small), the raw relevance and, if asked, the overlay."""
+    from . import viz
+
+    clip = run.settings.clip_percentile
+    size = 128 if max(relevance.shape[-2:]) < 128 else None
+    heat = viz.heatmap(relevance, clip, size=size)
+    write_atomic(files.heatmap, lambda p: heat.save(p, format="PNG"), force=True)
+    write_atomic(files.relevance, lambda p: _save_npy(p, relevance.numpy()), force=True)
+    if files.overlay is not None:
+        picture = run.bundle.display(tensor)
+        if size is not None:
+            picture = picture.resize((size, size), resample=0)
+        blended = viz.overlay(picture, relevance, clip_percentile=clip)
+        write_atomic(files.overlay, lambda p: blended.save(p, format="PNG"), force=True)
+
+
+def _record(
+    run: _ExplainRun,
+    item: Any,
+    files: OutputFiles,
+    result: Any,
+    k: int,
+    probabilities: torch.Tensor,
+    relevance: torch.Tensor,
+) -> dict[str, Any]:
+    """The summary row of sample ``k`` of ``result``."""
+    predicted = int(probabilities.argmax())
+    explained = int(result.target[k])
+    ledger = result.ledger
+    return {
+        "file": str(item.path),
+        "status": "ok",
+        "predicted": predicted,
+        "predicted_name": run.bundle.class_name(predicted),
+        "probability": round(float(probabilities[predicted]), 6),
+        "target": explained,
+        "target_name": run.bundle.class_name(explained),
+        "method": run.label,
+        "explained_score": float(ledger.score[k]),
+        "relevance_sum": float(relevance.sum()),
+        "absorbed": float(ledger.absorbed[k]),
+        "residual": float(ledger.residual[k]),
+        "heatmap": str(files.heatmap),
+        "relevance": str(files.relevance),
+        "overlay": None if files.overlay is None else str(files.overlay),
+        "notes": item.notes,
     }
-    write_atomic(summary_json, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
-    write_atomic(summary_csv, lambda p: _write_csv(p, records), force=True)
-    ok = sum(1 for r in records if r["status"] == "ok")
-    click.echo(f"explained {ok} of {ok + failures} inputs; outputs in {out_dir}; summary: {summary_json}")
-    if failures:
-        sys.exit(1)
+
+
+def _write_summary(run: _ExplainRun, records: list[dict[str, Any]]) -> None:
+    """``summary.json`` (model, method, parameters, one record per input) and ``summary.csv``."""
+    params = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in run.params.items()}
+    document = {"model": run.bundle.name, "method": run.label, "params": params, "inputs": records}
+    settings = run.settings
+    write_atomic(settings.summary_json, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
+    write_atomic(settings.summary_csv, lambda p: _write_csv(p, records), force=True)
 
 
 def _bounds(bundle: Any, low: str | None, high: str | None) -> tuple[torch.Tensor, torch.Tensor]:

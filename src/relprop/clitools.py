@@ -31,7 +31,7 @@ def refuse_overwrite(paths: Iterable[Path], force: bool, what: str = "--out fold
             raise UserError(f"{path} already exists; pass --force to overwrite it or choose another {what}")
 
 
-def write_atomic(path: Path, write: Callable[[Path], None], force: bool = True) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object], force: bool = True) -> None:
     """Write through a temporary file in the same folder and rename it into place.
 
     An interrupted run leaves no partial file; an existing file is kept unless ``force``. The

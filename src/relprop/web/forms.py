@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
-from typing import IO
+from typing import IO, TYPE_CHECKING, cast
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["FormError", "UploadForm", "UploadedFile", "check_content_length", "read_multipart", "read_urlencoded"]
 
@@ -105,67 +108,9 @@ async def read_multipart(
     boundary = options.get(b"boundary")
     if not boundary:
         raise FormError(400, "multipart/form-data request without a boundary in its Content-Type")
-    form = UploadForm()
-    state = _PartState()
-
-    def on_part_begin() -> None:
-        state.reset()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state.header_name += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state.header_value += data[start:end]
-
-    def on_header_end() -> None:
-        state.headers[state.header_name.decode("latin-1").lower()] = state.header_value.decode("latin-1")
-        state.header_name, state.header_value = b"", b""
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state.headers.get("content-disposition"))
-        if b"name" not in disposition:
-            raise FormError(400, "a multipart part has no name in its Content-Disposition header")
-        state.name = disposition[b"name"].decode("utf-8", "replace")
-        if b"filename" in disposition:
-            if len(form.files) >= max_files or state.name in form.files:
-                raise FormError(400, f"at most {max_files} file part(s) are accepted")
-            filename = disposition[b"filename"].decode("utf-8", "replace")
-            spool = SpooledTemporaryFile(max_size=spool_bytes, dir=temp_dir)  # noqa: SIM115 (closed by UploadForm)
-            state.file = UploadedFile(state.name, filename, state.headers.get("content-type"), spool)
-            form.files[state.name] = state.file
-        else:
-            if len(form.fields) >= max_fields:
-                raise FormError(400, f"too many form fields (at most {max_fields})")
-            state.file = None
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
-        if state.file is not None:
-            state.file.file.write(chunk)
-            state.file.size += len(chunk)
-        else:
-            state.data += chunk
-            if len(state.data) > max_field_bytes:
-                raise FormError(400, f"form field {state.name!r} is longer than {max_field_bytes} bytes", state.name)
-
-    def on_part_end() -> None:
-        if state.file is not None:
-            state.file.file.seek(0)
-        else:
-            form.fields[state.name] = state.data.decode("utf-8", "replace")
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-        },
-    )
+    limits = _PartLimits(max_fields, max_field_bytes, max_files, spool_bytes, temp_dir)
+    collector = _MultipartCollector(limits)
+    parser = MultipartParser(boundary, collector.callbacks())
     received = 0
     try:
         async for chunk in body:
@@ -175,12 +120,12 @@ async def read_multipart(
             parser.write(chunk)
         parser.finalize()
     except FormParserError:
-        form.close()
+        collector.form.close()
         raise FormError(400, "the multipart/form-data body is malformed") from None
     except BaseException:
-        form.close()
+        collector.form.close()
         raise
-    return form
+    return collector.form
 
 
 async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fields: int = 32) -> UploadForm:
@@ -201,16 +146,85 @@ async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fie
     return UploadForm(fields=dict(pairs))
 
 
-class _PartState:
-    """What the parser has seen of the current part."""
+@dataclass(frozen=True)
+class _PartLimits:
+    """Limits on the parts of one multipart body, and where large file parts go."""
 
-    def __init__(self) -> None:
-        self.reset()
+    max_fields: int
+    max_field_bytes: int
+    max_files: int
+    spool_bytes: int
+    temp_dir: Path
 
-    def reset(self) -> None:
+
+class _MultipartCollector:
+    """The parser's callbacks: collects text fields and file parts into :attr:`form`, within the limits.
+
+    A part's headers arrive first (name and value in pieces), then its data in pieces; a part
+    with a ``filename`` is a file (spooled to the temp dir beyond ``spool_bytes``), any other a
+    short text field.
+    """
+
+    def __init__(self, limits: _PartLimits) -> None:
+        self.limits = limits
+        self.form = UploadForm()
+        self.on_part_begin()
+
+    def callbacks(self) -> MultipartCallbacks:
+        names = ("on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
+                 "on_header_end", "on_headers_finished")  # fmt: skip
+        return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
+
+    def on_part_begin(self) -> None:
         self.headers: dict[str, str] = {}
         self.header_name = b""
         self.header_value = b""
         self.name = ""
         self.data = b""
         self.file: UploadedFile | None = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_name.decode("latin-1").lower()] = self.header_value.decode("latin-1")
+        self.header_name, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self.headers.get("content-disposition"))
+        if b"name" not in disposition:
+            raise FormError(400, "a multipart part has no name in its Content-Disposition header")
+        self.name = disposition[b"name"].decode("utf-8", "replace")
+        if b"filename" in disposition:
+            self._begin_file(disposition[b"filename"].decode("utf-8", "replace"))
+        elif len(self.form.fields) >= self.limits.max_fields:
+            raise FormError(400, f"too many form fields (at most {self.limits.max_fields})")
+
+    def _begin_file(self, filename: str) -> None:
+        limits = self.limits
+        if len(self.form.files) >= limits.max_files or self.name in self.form.files:
+            raise FormError(400, f"at most {limits.max_files} file part(s) are accepted")
+        spool = SpooledTemporaryFile(max_size=limits.spool_bytes, dir=str(limits.temp_dir))  # noqa: SIM115 (closed by UploadForm)
+        self.file = UploadedFile(self.name, filename, self.headers.get("content-type"), spool)
+        self.form.files[self.name] = self.file
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.file is not None:
+            self.file.file.write(chunk)
+            self.file.size += len(chunk)
+            return
+        self.data += chunk
+        if len(self.data) > self.limits.max_field_bytes:
+            raise FormError(
+                400, f"form field {self.name!r} is longer than {self.limits.max_field_bytes} bytes", self.name
+            )
+
+    def on_part_end(self) -> None:
+        if self.file is not None:
+            self.file.file.seek(0)
+        else:
+            self.form.fields[self.name] = self.data.decode("utf-8", "replace")
