@@ -39,7 +39,7 @@ REFERENCE_PARAMETERS = {"deeplift": "reference", "integrated-gradients": "baseli
 
 def explain(
     estimator: Any,
-    X: Any,
+    X: Any,  # noqa: N803 (scikit-learn's name for a data matrix)
     target: Any = None,
     *,
     composite: str | None = None,

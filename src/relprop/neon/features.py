@@ -136,7 +136,8 @@ def as_table(x: Any, estimator: Any, feature_names: Sequence[str] | None = None)
     if len(names) != n_features:
         raise ConfigurationError(f"got {len(names)} feature names for {n_features} columns; give one name per column.")
     _check_finite(values, [names[c] for c in columns])
-    return Table(values=np.ascontiguousarray(values), names=[str(n) for n in names], columns=columns, index=index)
+    values = np.array(values, dtype=np.float64, order="C")  # a private, writable copy
+    return Table(values=values, names=[str(n) for n in names], columns=columns, index=index)
 
 
 def onehot_groups(columns: Sequence[Any], categorical: Sequence[str], sep: str = "_") -> dict[str, list[str]]:

@@ -314,6 +314,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
     "identity": None,
 }
 
+#: scikit-learn's MLP output activations and how the network's outputs become probabilities.
+OUTPUTS: dict[str, str | None] = {"identity": None, "softmax": "softmax", "logistic": "sigmoid"}
+
 
 @converter("MLPClassifier", "MLPRegressor")
 def _mlp(model: Any, affine: Affine | None) -> nn.Module:
@@ -323,6 +326,11 @@ def _mlp(model: Any, affine: Affine | None) -> nn.Module:
             f"{type(model).__name__}(activation={model.activation!r}) is not supported; choose one of "
             f"{', '.join(ACTIVATIONS)}."
         )
+    if model.out_activation_ not in OUTPUTS:
+        raise UnsupportedEstimatorError(
+            f"{type(model).__name__} with output activation {model.out_activation_!r} is not supported; NEON "
+            f"rewrites outputs {', '.join(OUTPUTS)} (loss='squared_error' for regressors)."
+        )
     make_activation = ACTIVATIONS[model.activation]
     layers: list[nn.Module] = []
     last = len(model.coefs_) - 1
@@ -330,8 +338,9 @@ def _mlp(model: Any, affine: Affine | None) -> nn.Module:
         layers.append(_linear(_array(coef).T, _array(intercept), affine if index == 0 else None))
         if index < last and make_activation is not None:
             layers.append(make_activation())
-    out = model.out_activation_
-    probability = {"softmax": "softmax", "logistic": "sigmoid" if model.n_outputs_ == 1 else "sigmoid-each"}.get(out)
+    probability = OUTPUTS[model.out_activation_]
+    if probability == "sigmoid" and model.n_outputs_ > 1:
+        probability = "sigmoid-each"  # multi-label
     classes = getattr(model, "classes_", None)
     return TabularNetwork(layers, probability, None if classes is None else list(classes))
 

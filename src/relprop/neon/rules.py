@@ -45,7 +45,7 @@ def check_beta(beta: float | None, what: str = "beta") -> float | None:
 
 
 def soft_min(h: Tensor, beta: float | None, dim: int = -1) -> Tensor:
-    r"""The soft-min :math:`-\beta^{-1}\log\sum_k e^{-\beta h_k}` over ``dim``; the minimum for ``beta`` ``None``/inf."""
+    r"""The soft-min :math:`-\beta^{-1}\log\sum_k e^{-\beta h_k}` over ``dim`` (the minimum for ``beta`` None/inf)."""
     if beta is None or math.isinf(beta):
         return h.min(dim).values
     return -torch.logsumexp(-beta * h, dim=dim) / beta
@@ -104,6 +104,13 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, 1.0, denominator))
 
 
+def _rounded_difference(a: Tensor, b: Tensor) -> Tensor:
+    """``a - b``, with differences at the level of rounding set to exactly zero."""
+    difference = a - b
+    noise = 8 * torch.finfo(difference.dtype).eps * (a.abs() + b.abs())
+    return torch.where(difference.abs() <= noise, torch.zeros_like(difference), difference)
+
+
 @dataclass(frozen=True)
 class MidpointRule:
     r"""The midpoint rule for the first layer of neuralized k-means.
@@ -160,7 +167,10 @@ class SquaredDistanceRule:
 
     The shares of each unit sum to one, so :math:`\sum_i R_i = \sum_j R_j`; a unit at zero
     distance (``x`` on a support vector) hands down nothing and its relevance is reported as
-    absorbed. Kauffmann et al. (2020), Sec. 3.
+    absorbed. Differences at the level of rounding (``|x_i - u_ji| <= 8 eps (|x_i| + |u_ji|)``,
+    e.g. a training row against its own support vector mapped back through a folded scaler)
+    count as zero, so that rounding noise is never the direction relevance follows.
+    Kauffmann et al. (2020), Sec. 3.
     """
 
     label: str = "squared-distance"
@@ -174,7 +184,7 @@ class SquaredDistanceRule:
         step = max(1, _CHUNK_ELEMENTS // max(1, j * d))
         for start in range(0, n, step):
             rows = slice(start, start + step)
-            terms = (x[rows].unsqueeze(1) - centers).square() * metric
+            terms = _rounded_difference(x[rows].unsqueeze(1), centers).square() * metric
             distance = terms.sum(-1)
             scaled = _ratio(relevance[rows], distance)
             out[rows] = (terms * scaled.unsqueeze(-1)).sum(1)
