@@ -22,7 +22,7 @@ from ..errors import ConfigurationError
 from ..explanation import Explanation
 from . import features
 from .networks import NeonNetwork, TabularNetwork, _class_targets
-from .neuralize import DTYPE, neuralize
+from .neuralize import DTYPE, describe, neuralize
 from .reference import explain_difference
 
 __all__ = ["DEFAULT_COMPOSITE", "explain"]
@@ -89,7 +89,8 @@ def explain(
     Explanation
         ``relevance`` ``(N, D)`` float64 in ``X``'s column order, the network ``output``, the
         explained ``target`` and a ``ledger`` with ``score = Σ relevance + absorbed`` per row.
-        ``info`` holds ``feature_names``, ``estimator``, ``score_name``, ``classes`` and, with
+        ``info`` holds ``feature_names``, ``estimator`` (its steps, e.g. ``"StandardScaler → KMeans"``),
+        ``score_name``, ``classes``, ``index`` (a DataFrame's row labels) and, with
         ``groups``, ``groups`` and ``group_relevance``.
     """
     table = features.as_table(X, estimator, feature_names)
@@ -226,7 +227,7 @@ def _finish(
         info["input_gradient"] = table.to_caller_order(info["input_gradient"])
     info.update(
         feature_names=list(table.names),
-        estimator=type(estimator).__name__,
+        estimator=describe(estimator),
         score_name=getattr(network, "score_name", "decision value"),
         classes=getattr(network, "classes", None),
         index=table.index,

@@ -33,7 +33,7 @@ from .networks import (
 )
 from .rules import check_beta
 
-__all__ = ["CONVERTERS", "TRANSFORMS", "Affine", "converter", "neuralize", "supported", "transform"]
+__all__ = ["CONVERTERS", "TRANSFORMS", "Affine", "converter", "describe", "neuralize", "supported", "transform"]
 
 DTYPE = torch.float64
 
@@ -343,6 +343,14 @@ def _mlp(model: Any, affine: Affine | None) -> nn.Module:
         probability = "sigmoid-each"  # multi-label
     classes = getattr(model, "classes_", None)
     return TabularNetwork(layers, probability, None if classes is None else list(classes))
+
+
+def describe(estimator: Any) -> str:
+    """The estimator's class name, or its pipeline steps joined by arrows (``"StandardScaler → KMeans"``)."""
+    if type(estimator).__name__ == "Pipeline" and hasattr(estimator, "steps"):
+        steps = [describe(step) for _, step in estimator.steps if step is not None and step != "passthrough"]
+        return " → ".join(steps)
+    return type(estimator).__name__
 
 
 def neuralize(estimator: Any, *, beta: float | None = None) -> nn.Module:
