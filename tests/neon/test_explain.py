@@ -224,6 +224,8 @@ def test_options_that_do_not_apply_are_refused(wine: Any, wine_logistic: Any, ca
     svm = OneClassSVM().fit(cancer[0] / cancer[0].std(0))
     with pytest.raises(TargetError, match="the outlier score is a single output; pass target=None"):
         neon.explain(svm, cancer[0][:3] / cancer[0].std(0), 1)
+    zeros = neon.explain(svm, cancer[0][:3] / cancer[0].std(0), [0, 0, 0])
+    assert zeros.target.tolist() == [0, 0, 0]
 
 
 def test_explain_leaves_every_estimator_unchanged(wine: Any, wine_mlp: Any, wine_logistic: Any) -> None:

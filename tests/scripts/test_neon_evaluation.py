@@ -21,7 +21,8 @@ def test_tiny_run_writes_results_curves_and_report_sections(tmp_path: Path) -> N
     report = tmp_path / "EVALUATION.md"
     before = "# Evaluation\n\nkept text\n"
     markers = "<!-- generated:neon-faithfulness -->\nold\n<!-- /generated:neon-faithfulness -->\n\n"
-    markers += "<!-- generated:neon-uses -->\nold\n<!-- /generated:neon-uses -->\n"
+    markers += "<!-- generated:neon-kmeans -->\nold\n<!-- /generated:neon-kmeans -->\n"
+    markers += "<!-- generated:neon-svm -->\nold\n<!-- /generated:neon-svm -->\n"
     report.write_text(before + markers, encoding="utf-8")
     # Permutation SHAP is left out here: shap compiles its numba kernels on first use (~20 s).
     args = ["--rows", "2", "--datasets", "wine", "--nsamples", "60", "--draws", "3"]

@@ -193,11 +193,16 @@ class SoftMinDistanceNetwork(NeonNetwork):
 
     def explain_inputs(self, x: Tensor, target: Any = None, beta: float | None = None) -> Explanation:
         """Soft-min redistribution on the pooling, the squared-distance rule on the distance layer."""
-        if target not in (None, 0):
-            raise TargetError(f"the {self.score_name} is a single output; pass target=None (or 0), not {target!r}.")
         n = x.shape[0]
         d = self.distances(x)
         score = soft_min(d, self.gamma)
+        if target is not None:
+            try:
+                _class_targets(target, score.unsqueeze(1))
+            except TargetError:
+                raise TargetError(
+                    f"the {self.score_name} is a single output; pass target=None (or 0), not {target!r}."
+                ) from None
         pool = SoftMinPoolingRule(self.gamma if beta is None else check_beta(beta))
         unit_relevance = pool(d, score)
         relevance, absorbed = SquaredDistanceRule()(x, self.centers, self.metric, unit_relevance)
