@@ -162,7 +162,12 @@ def _write_outputs(out: Path, result: Any, values: np.ndarray, names: list[str],
         "mean_abs_relevance": {names[i]: float(mean_abs[i]) for i in order},
         "targets": {t: label.count(t) for t in sorted(set(label))},
     }
-    write_atomic(out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8"))
+    text = json.dumps(summary, indent=2) + "\n"
+
+    def write_json(path: Path) -> None:
+        path.write_text(text, encoding="utf-8")
+
+    write_atomic(out / "summary.json", write_json)
 
 
 @click.command("explain-table")

@@ -106,6 +106,7 @@ def explain(
                 f"beta applies to NEON networks (k-means, one-class SVM, kernel density), not to "
                 f"{type(estimator).__name__}; drop it."
             )
+        assert isinstance(network, TabularNetwork)  # every converter returns a NEON network or this
         result = _explain_tabular(network, x, target, composite, method, reference, params)
     return _finish(result, table, grouping, estimator, network)
 

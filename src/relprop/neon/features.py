@@ -185,12 +185,12 @@ def resolve_groups(groups: Mapping[str, Sequence[Any]] | None, names: list[str])
     resolved: list[tuple[str, list[int]]] = []
     seen: set[str] = set()
     for position, name in enumerate(names):
-        group = owner.get(position)
-        if group is None:
+        owning = owner.get(position)
+        if owning is None:
             resolved.append((name, [position]))
-        elif group not in seen:
-            seen.add(group)
-            resolved.append((group, [p for p, g in sorted(owner.items()) if g == group]))
+        elif owning not in seen:
+            seen.add(owning)
+            resolved.append((owning, [p for p, g in sorted(owner.items()) if g == owning]))
     return resolved
 
 

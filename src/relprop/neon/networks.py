@@ -90,6 +90,11 @@ class NeuralizedKMeans(NeonNetwork):
     """
 
     score_name = "cluster evidence f_c"
+    centers: Tensor
+    metric: Tensor
+    others: Tensor
+    weight: Tensor
+    midpoint: Tensor
 
     def __init__(self, centers: Tensor, metric: Tensor, beta: float | None = None) -> None:
         super().__init__()
@@ -171,6 +176,9 @@ class SoftMinDistanceNetwork(NeonNetwork):
     """
 
     score_name = "outlier score"
+    centers: Tensor
+    metric: Tensor
+    shift: Tensor
 
     def __init__(self, centers: Tensor, metric: Tensor, shift: Tensor, gamma: float) -> None:
         super().__init__()
@@ -291,7 +299,13 @@ class TabularNetwork(nn.Module):
     @property
     def binary(self) -> bool:
         """A two-class classifier with one output (the evidence for ``classes[1]``)."""
-        return self.classes is not None and len(self.classes) == 2 and self.layers[-1].out_features == 1
+        last = self.layers[-1]
+        return (
+            self.classes is not None
+            and len(self.classes) == 2
+            and isinstance(last, nn.Linear)
+            and last.out_features == 1
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Decision values (logits / regression outputs), ``(N, outputs)``."""
