@@ -677,10 +677,12 @@ def list_rules() -> None:
 def _register_commands() -> None:
     # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
     from .evaluate import evaluate
+    from .table_cli import explain_table
     from .text_cli import explain_text
     from .web.command import serve
 
     main.add_command(evaluate)
+    main.add_command(explain_table)
     main.add_command(explain_text)
     main.add_command(serve)
 

@@ -27,6 +27,10 @@ class ModelStateError(RelpropError, RuntimeError):
     """The model is in a state that cannot be explained (e.g. training mode with batch statistics)."""
 
 
+class UnsupportedEstimatorError(RelpropError, TypeError):
+    """A model that is not a torch module (a scikit-learn estimator) has no exact network rewrite in relprop.neon."""
+
+
 class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
 
