@@ -160,15 +160,29 @@ async def read_multipart(
     return collector.form
 
 
+#: A url-encoded form carries only short text fields; it is held in memory, so it is kept small.
+MAX_URLENCODED_BYTES = 64 * 1024
+
+
 async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fields: int = 32) -> UploadForm:
-    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id)."""
+    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id).
+
+    The body is held in memory, so it may have at most ``min(max_bytes, 64 KiB)``.
+    """
     from urllib.parse import parse_qsl
 
+    limit = min(max_bytes, MAX_URLENCODED_BYTES)
     received = bytearray()
     async for chunk in body:
         received += chunk
-        if len(received) > max_bytes:
-            raise FormError(413, _limit_message(max_bytes))
+        if len(received) > limit:
+            if limit == max_bytes:
+                raise FormError(413, _limit_message(max_bytes))
+            raise FormError(
+                413,
+                f"a url-encoded form may have at most {limit:,} bytes (text fields only); send an image as "
+                "multipart/form-data",
+            )
     try:
         pairs = parse_qsl(received.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
