@@ -4,13 +4,16 @@
 contact sheet comparing LRP-0, LRP-ε, LRP-γ and the epsilon-gamma-box composite (the
 comparison of the seeds), plus a JSON summary with each explanation's conservation ledger.
 
-User errors (a missing file, an unknown name, an existing output) print one line and exit
-with status 2, without a traceback.
+User errors (a missing file, an unknown name, an existing output, an unusable value, a disk
+that cannot be written) print one line and exit with status 2, without a traceback; inputs
+that fail one by one (unreadable, or explained as NaN/Inf) are reported and exit with status 1
+once the rest is done. Ctrl-C exits with status 130 (SIGTERM 143), leaving no temporary file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,12 +25,23 @@ import torch
 
 from . import composites as _composites
 from . import rules as _rules
-from .clitools import UserError, refuse_overwrite, write_atomic
+from .clitools import (
+    UserError,
+    os_error_message,
+    output_names,
+    prepare_output_folder,
+    refuse_overwrite,
+    stopping_quietly,
+    write_atomic,
+)
 from .engine import Explainer
-from .errors import RelpropError, first_line
+from .errors import NonFiniteError, RelpropError, first_line
+from .finite import check_finite
 
 __all__ = ["UserError", "main", "write_atomic"]
 
+#: The LRP composite of ``relprop explain`` when neither ``--composite`` nor the method spec names one.
+DEFAULT_COMPOSITE = "epsilon-gamma-box"
 DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
     # ASCII titles: PIL's built-in font has no Greek letters.
     ("LRP-0", "lrp-0", {}),
@@ -38,13 +52,40 @@ DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
 
 
 class _Commands(click.Group):
-    """Turns relprop's own errors (bad names, files, options) into one-line user errors."""
+    """Runs every command so that it stops quietly (Ctrl-C: 130, SIGTERM: 143, no temporary files
+    left) and turns relprop's own errors and operating-system errors into one-line user errors."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        with stopping_quietly():
+            try:
+                return super().invoke(ctx)
+            except click.UsageError as exc:  # a bad option value: one line too, not click's three
+                where = exc.ctx.command_path if exc.ctx is not None else "relprop"
+                raise UserError(f"{exc.format_message().rstrip('.')} (see {where} --help)") from None
+            except RelpropError as exc:
+                raise UserError(str(exc)) from None
+            except OSError as exc:  # a file or folder the command could not use (each writer names its own)
+                path = Path(exc.filename) if exc.filename else Path(".")
+                raise UserError(os_error_message(path, exc, "use")) from None
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number (``nan`` and ``inf``, which ``float()`` accepts, are refused)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return super().invoke(ctx)
-        except RelpropError as exc:
-            raise UserError(str(exc)) from None
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: The largest class index the command line accepts (no model has more classes; torch indexes with int64).
+MAX_CLASS_INDEX = 2**31 - 1
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,6 +155,7 @@ def demo(out_dir: Path, count: int, force: bool) -> None:
     sheet_path = out_dir / "contact_sheet.png"
     summary_path = out_dir / "summary.json"
     refuse_overwrite([sheet_path, summary_path], force)
+    prepare_output_folder(out_dir)
     write_atomic(sheet_path, lambda p: sheet.save(p, format="PNG"), force=True)
     document = {"model": "digits (embedded)", "composites": [n for _, n, _ in DEMO_COMPOSITES], "digits": summary}
     write_atomic(summary_path, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
@@ -129,39 +171,43 @@ def _parse_target(target: str) -> tuple[Any, str]:
     if target == "log-odds":
         return None, "log-odds"
     try:
-        return int(target), "logit"
+        return _class_index(target, "--target"), "logit"
     except ValueError:
         raise UserError(f"--target must be 'predicted', 'log-odds' or a class index, got {target!r}") from None
+
+
+def _class_index(text: str, option: str) -> int:
+    """An integer class index; one beyond any model's classes is refused here (torch would overflow)."""
+    index = int(text)
+    if abs(index) > MAX_CLASS_INDEX:
+        raise UserError(
+            f"{option} {text} is not a class index of any model (at most {MAX_CLASS_INDEX:,}); give a class between "
+            "0 and the model's number of classes - 1"
+        )
+    return index
 
 
 def _parse_contrast(contrast: str | None) -> Any:
     if contrast is None or contrast == "rest":
         return contrast
     try:
-        return int(contrast)
+        return _class_index(contrast, "--contrast")
     except ValueError:
         raise UserError(f"--contrast must be a class index or 'rest', got {contrast!r}") from None
 
 
-def _parse_floats(text: str | None, option: str) -> list[float] | None:
+def _parse_floats(text: str | None, option: str, positive: bool = False) -> list[float] | None:
+    """Comma-separated finite numbers (``positive``: each > 0), or ``None`` if the option was not given."""
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
-
-
-def _output_names(paths: list[Path]) -> list[str]:
-    """File stems, made unique (``name``, ``name-2`` ...) when two inputs share one."""
-    names: list[str] = []
-    used: dict[str, int] = {}
-    for path in paths:
-        stem = path.stem or "input"
-        count = used.get(stem, 0) + 1
-        used[stem] = count
-        names.append(stem if count == 1 else f"{stem}-{count}")
-    return names
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+        kind = "positive finite" if positive else "finite"
+        raise UserError(f"{option} must be {kind} numbers, got {text!r}")
+    return values
 
 
 def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,7 +218,7 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      "or package.module:factory."),
         click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT)."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
-        click.option("--input-size", type=int, default=None,
+        click.option("--input-size", type=click.IntRange(1, 8192), default=None,
                      help="Input size for models without known preprocessing."),
         click.option("--mean", default=None,
                      help="Normalisation mean, comma-separated (models without known preprocessing)."),
@@ -191,7 +237,7 @@ def load_bundle(
 
     bundle = load_model(
         model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
-        std=_parse_floats(std, "--std"),
+        std=_parse_floats(std, "--std", positive=True),
     )  # fmt: skip
     for note in bundle.notes:
         click.echo(f"note: {note}", err=True)
@@ -202,13 +248,13 @@ def load_bundle(
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
 @click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
-@click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
+@click.option("--composite", default=None, help=f"LRP composite name (method lrp).  [default: {DEFAULT_COMPOSITE}]")
 @click.option("--target", default="predicted", show_default=True, help="predicted, log-odds, or a class index.")
 @click.option("--contrast", default=None, help="Explain the target against this class index, or 'rest'.")
-@click.option("--epsilon", type=float, default=None, help="LRP-ε stabiliser.")
-@click.option("--gamma", type=float, default=None, help="LRP-γ parameter.")
-@click.option("--alpha", type=float, default=None, help="LRP-αβ alpha (alpha = beta + 1).")
-@click.option("--beta", type=float, default=None, help="LRP-αβ beta.")
+@click.option("--epsilon", type=FiniteFloat(), default=None, help="LRP-ε stabiliser.")
+@click.option("--gamma", type=FiniteFloat(), default=None, help="LRP-γ parameter.")
+@click.option("--alpha", type=FiniteFloat(), default=None, help="LRP-αβ alpha (alpha = beta + 1).")
+@click.option("--beta", type=FiniteFloat(), default=None, help="LRP-αβ beta.")
 @click.option("--low", default=None, help="z^B lower bound(s), comma-separated per channel (default: the model's).")
 @click.option("--high", default=None, help="z^B upper bound(s), comma-separated per channel (default: the model's).")
 @click.option(
@@ -220,6 +266,7 @@ def load_bundle(
     help="Output folder.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--recursive", is_flag=True, help="Also explain the images in sub-folders of input folders.")
 @click.option("--overlay", is_flag=True, help="Also write the heatmap blended over the input.")
 @click.option(
     "--clip-percentile",
@@ -229,24 +276,32 @@ def load_bundle(
 )
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 def explain(**options: Any) -> None:
-    """Explain image files, folders or globs; write heatmaps, raw relevance and a summary."""
-    from .images import collect_inputs
+    """Explain image files, folders or globs; write heatmaps, raw relevance and a summary.
+
+    Output files are named after the input's stem (``scan.png`` → ``scan_heatmap.png``), or,
+    when several inputs share a stem, after their whole relative path (``a.png`` →
+    ``a.png_heatmap.png``, ``sub/a.png`` → ``sub_a.png_heatmap.png``).
+    """
+    from .images import find_inputs
 
     settings = ExplainSettings(**options)
     run = _prepare_explain(settings)
-    paths, problems = collect_inputs(list(settings.inputs))
-    outputs = [settings.output_files(name) for name in _output_names(paths)]
+    found = find_inputs(settings.inputs, recursive=settings.recursive)
+    outputs = [settings.output_files(name) for name in output_names(found.paths)]
     planned = [f for files in outputs for f in files.paths()]
     refuse_overwrite([*planned, settings.summary_json, settings.summary_csv], settings.force)
-    for _spec, message in problems:
+    prepare_output_folder(settings.out_dir)
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
+    for _spec, message in found.problems:
         click.echo(f"error: {message}", err=True)
-    loaded, records = _read_inputs(paths, run.bundle)
-    failures = len(problems) + len(records)
+    loaded, records = _read_inputs(found.paths, run.bundle)
     records.extend(_explain_loaded(run, loaded, outputs))
-    order = {str(p): i for i, p in enumerate(paths)}
+    order = {str(p): i for i, p in enumerate(found.paths)}
     records.sort(key=lambda r: order.get(r["file"], -1))
     _write_summary(run, records)
     ok = sum(1 for r in records if r["status"] == "ok")
+    failures = len(found.problems) + len(records) - ok
     click.echo(
         f"explained {ok} of {ok + failures} inputs; outputs in {settings.out_dir}; summary: {settings.summary_json}"
     )
@@ -278,7 +333,7 @@ class ExplainSettings:
     mean: str | None
     std: str | None
     method: str
-    composite: str
+    composite: str | None
     target: str
     contrast: str | None
     epsilon: float | None
@@ -289,6 +344,7 @@ class ExplainSettings:
     high: str | None
     out_dir: Path
     batch_size: int
+    recursive: bool
     overlay: bool
     clip_percentile: float | None
     force: bool
@@ -335,6 +391,11 @@ def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
     label, method, params = _method_runner(
         bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast
     )
+    if (settings.low is not None or settings.high is not None) and "low" not in params:
+        raise UserError(
+            f"--low and --high set z^B bounds, which {label} does not use; drop them or choose a composite with a "
+            "z^B input rule (e.g. epsilon-gamma-box)"
+        )
     return _ExplainRun(settings, bundle, label, method, params, class_index)
 
 
@@ -378,6 +439,12 @@ def _explain_batch(
         probabilities = torch.softmax(result.output.float(), 1)
     records = []
     for k, (position, tensor, item) in enumerate(batch):
+        try:
+            check_finite(result, k, str(item.path))
+        except NonFiniteError as exc:
+            click.echo(f"error: {exc}", err=True)
+            records.append({"file": str(item.path), "status": "error", "error": str(exc)})
+            continue
         relevance = result.relevance[k].detach().cpu()
         files = outputs[position]
         _write_outputs(run, files, relevance, tensor)
@@ -455,7 +522,7 @@ def _bounds(bundle: Any, low: str | None, high: str | None) -> tuple[torch.Tenso
 def _method_runner(
     bundle: Any,
     spec: str,
-    composite: str,
+    composite: str | None,
     cli_params: dict[str, Any],
     bounds: tuple[torch.Tensor, torch.Tensor],
     top: str,
@@ -464,7 +531,8 @@ def _method_runner(
     """Turn a method spec (``lrp:epsilon``, ``smoothgrad:n=20`` ...) into a label and a callable.
 
     LRP options given as flags (``--composite``, ``--epsilon`` ...) apply where the spec leaves
-    them open; z^B bounds default to the model's.
+    them open (``composite=None``: not given, :data:`DEFAULT_COMPOSITE`), and are refused for
+    other methods; z^B bounds default to the model's.
     """
     from . import methods as _methods
     from .engine import explain as explain_fn
@@ -472,7 +540,12 @@ def _method_runner(
     name, params = _methods.resolve(spec)
     given = {k: v for k, v in cli_params.items() if v is not None}
     if name == "lrp":
-        composite = params.pop("composite", composite)
+        named = params.pop("composite", None)
+        if named is not None and composite is not None and named != composite:
+            raise UserError(
+                f"--method {spec} names composite {named!r} and --composite {composite!r}; give one of them"
+            )
+        composite = named or composite or DEFAULT_COMPOSITE
         accepted = {n: p for n, _, p in _composites.describe()}
         if composite not in accepted:
             raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
@@ -489,6 +562,8 @@ def _method_runner(
             )
         explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, **params)
         return f"lrp:{composite}", explainer, params
+    if composite is not None:
+        raise UserError(f"--composite applies to method lrp, not to {name!r}; drop it or use --method lrp")
     if top != "logit" or contrast is not None:
         raise UserError(f"--target log-odds and --contrast apply to LRP, not to method {name!r}")
     if given:
@@ -507,25 +582,29 @@ def _method_runner(
 
 
 def _read_inputs(paths: list[Path], bundle: Any) -> tuple[list[tuple[int, Any, Any]], list[dict[str, Any]]]:
-    """Read and preprocess each file; failures print one line and become error records."""
-    from .images import ImageReadError, read_image
+    """Read and preprocess each file; failures print one line and become error records.
+
+    Conversions and caveats (a picture clearly outside the model's domain) are printed as
+    notes and kept in the input's record.
+    """
+    from .images import MAX_PIXELS, ImageReadError, read_image
+    from .models.inputs import model_input
 
     loaded: list[tuple[int, Any, Any]] = []
     errors: list[dict[str, Any]] = []
     for position, path in enumerate(paths):
         try:
             item = read_image(path)
+            prepared = model_input(bundle, item.image, str(path), MAX_PIXELS)
         except ImageReadError as exc:
             click.echo(f"error: {exc}", err=True)
             errors.append({"file": str(path), "status": "error", "error": str(exc)})
             continue
-        if bundle.channels == 3 and item.image.mode == "L":
-            item.notes.append(f"{path.name}: grey-level image repeated on three channels for an RGB model")
-        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":
-            item.notes.append(f"{path.name}: colour image converted to grey for a one-channel model")
+        item.notes += [f"{path.name}: {note}" for note in prepared.notes]
+        item.notes += [f"{path.name}: out of the model's domain? {caveat}" for caveat in prepared.caveats]
         for note in item.notes:
             click.echo(f"note: {note}", err=True)
-        loaded.append((position, bundle.preprocess(item.image), item))
+        loaded.append((position, prepared.tensor, item))
     return loaded, errors
 
 
@@ -604,23 +683,23 @@ def compare(
 ) -> None:
     """Put several methods side by side: one row per input, one column per method."""
     from . import viz
-    from .images import collect_inputs
+    from .images import find_inputs
 
     class_index, top = _parse_target(target)
     if top != "logit":
         raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
     bounds = _bounds(bundle, None, None)
-    runners = [
-        _method_runner(bundle, spec, "epsilon-gamma-box", {}, bounds, "logit", None)
-        for spec in (specs or DEFAULT_COMPARE)
-    ]
+    runners = [_method_runner(bundle, spec, None, {}, bounds, "logit", None) for spec in (specs or DEFAULT_COMPARE)]
     summary_file = out_file.with_suffix(".json")
     refuse_overwrite([out_file, summary_file], force, "--out file")
-    paths, problems = collect_inputs(list(inputs))
-    for _spec, message in problems:
+    prepare_output_folder(out_file.parent)
+    found = find_inputs(inputs)
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
+    for _spec, message in found.problems:
         click.echo(f"error: {message}", err=True)
-    loaded, errors = _read_inputs(paths, bundle)
+    loaded, errors = _read_inputs(found.paths, bundle)
     if not loaded:
         raise UserError("no input could be read; nothing to compare")
     x = torch.stack([entry[1] for entry in loaded]).to(device)
@@ -637,6 +716,7 @@ def compare(
                 first = first_line(exc)
                 raise UserError(f"method {label} failed on inputs of shape {tuple(x.shape)} ({first})") from None
             for k in range(len(loaded)):
+                check_finite(result, k, f"{loaded[k][2].path} with method {label}")
                 rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))
                 summary[k]["methods"][label] = {
                     "target": int(result.target[k]),
@@ -650,7 +730,7 @@ def compare(
     document = {"model": bundle.name, "methods": titles[1:], "inputs": summary, "errors": errors}
     write_atomic(summary_file, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
     click.echo(f"compared {len(runners)} methods on {len(loaded)} inputs: {out_file}")
-    if errors or problems:
+    if errors or found.problems:
         sys.exit(1)
 
 

@@ -35,6 +35,10 @@ class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
 
 
+class NonFiniteError(RelpropError, ArithmeticError):
+    """A result holds NaN or Inf (model output, explained score or relevance): never returned as a success."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty).
 

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
-from .clitools import UserError, refuse_overwrite, write_atomic
+from .clitools import UserError, prepare_output_folder, refuse_overwrite, write_atomic
 from .engine import _model_device
 from .engine import explain as _explain
 from .errors import ConfigurationError, RelpropError
@@ -600,7 +600,7 @@ def write_report(
     ConfigurationError
         If a file exists and ``force`` is false (nothing is written then).
     """
-    outputs: list[tuple[Path, Callable[[Path], None]]] = [
+    outputs: list[tuple[Path, Callable[[Path], object]]] = [
         (out_dir / "results.csv", lambda p: p.write_text(to_csv(result), encoding="utf-8")),
         (out_dir / "results.md", lambda p: p.write_text(to_markdown(result, title, command), encoding="utf-8")),
     ]
@@ -761,6 +761,7 @@ def evaluate(
             name for name in families.names() if data.masks is not None or not families.get(name).needs_masks
         ]
         refuse_overwrite([out_dir / "results.csv", out_dir / "results.md"], force)
+        prepare_output_folder(out_dir)  # a folder that cannot be written fails now, not after the evaluation
         result = _evaluate_with_progress(model, data, methods, chosen, settings)
         command = _command_line(click.get_current_context())
         written = write_report(result, out_dir, force=force, title=title, command=command)

@@ -61,9 +61,28 @@ class WebSettings:
     device
         ``cpu`` or ``cuda``.
     max_upload_bytes
-        Largest request body; larger uploads are answered 413.
+        Largest request body; larger uploads are answered 413 (an announced ``Content-Length``
+        before anything is read).
     max_pixels
-        Decompression-bomb guard: images with more pixels are refused (422) before decoding.
+        Decompression-bomb guard: images with more pixels are refused (422) before decoding, and
+        so are images whose preprocessing would make a larger picture (an extreme aspect ratio
+        padded to a square) before it allocates.
+    max_uploads
+        Request bodies read at the same time; more are answered 503 before their body is read.
+        Bodies take no place in the explanation queue while they arrive.
+    body_timeout, body_idle_timeout
+        Seconds the whole body may take to arrive, and the longest pause between two of its
+        pieces; slower bodies are answered 408.
+    header_timeout
+        Seconds a connection may take to send a complete request head after it opens (or after
+        the previous response); idle and too slow connections are closed. Enforced by the server
+        :func:`relprop.web.server.server_config` builds (``relprop serve``).
+    keep_alive_timeout
+        Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
+    max_connections
+        Open connections the server accepts before it answers every request 503 (uvicorn's
+        ``limit_concurrency``); idle ones are closed after ``header_timeout``, so they free
+        their place.
     max_concurrent
         Explanations computed at the same time.
     max_queue
@@ -90,6 +109,12 @@ class WebSettings:
     temp_dir: Path | None = None
     spool_bytes: int = 2**20
     explainer_cache: int = 4
+    max_uploads: int = 32
+    body_timeout: float = 30.0
+    body_idle_timeout: float = 10.0
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 256
 
 
 def _load_models(settings: WebSettings, bundles: Mapping[str, ModelBundle] | None) -> dict[str, LoadedModel]:
@@ -134,6 +159,7 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
         max_pixels=settings.max_pixels,
         queue_timeout=settings.queue_timeout,
         explainer_cache=settings.explainer_cache,
+        max_uploads=settings.max_uploads,
     )
     private_tmp = Path(tempfile.mkdtemp(prefix="relprop-web-", dir=settings.temp_dir))
 

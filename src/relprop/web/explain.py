@@ -1,10 +1,12 @@
-"""``POST /api/explain``: read and check the request, take a place in the service, answer the result.
+"""``POST /api/explain``: read and check the request, then take a place in the service, answer the result.
 
 The steps, each answering its own error status: the content type (415); the announced body
-size (413, before reading); a place in the service's bounded queue (503); the body, read with
-limits (:mod:`relprop.web.forms`: 400/413); the form values (422) and the file part (415/422);
-the names and parameters against what the server offers (422); the explanation itself (422 for
-what relprop refuses, 500 for a bug, 503 when no slot frees in time).
+size (413, before reading); a place among the bodies being read (503); the body, read with
+limits of size and time (:mod:`relprop.web.forms`: 400/408/413); the form values (422) and the
+file part (415/422); the names and parameters against what the server offers (422); only then
+a place in the service's bounded queue (503), so a slow client never holds one; the
+explanation itself (422 for what relprop refuses, a picture too large to preprocess or a
+non-finite result; 500 for a bug; 503 when no slot frees in time).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from ..errors import RelpropError
-from .forms import FormError, UploadedFile, UploadForm, check_content_length, read_multipart, read_urlencoded
+from .forms import (
+    FormError,
+    UploadedFile,
+    UploadForm,
+    check_content_length,
+    read_multipart,
+    read_urlencoded,
+    within_time,
+)
 from .schemas import ErrorDetail, ExplainForm, ExplainResult
 from .service import ExplainService, Outcome, RequestError, ServerBusyError
 
@@ -94,36 +104,36 @@ async def explain(request: Request) -> Any:
     service: ExplainService = request.app.state.service
     try:
         check_content_length(request.headers.get("content-length"), request.app.state.settings.max_upload_bytes)
-        service.admit()
+        service.begin_reading()
     except FormError as exc:
         return _problem(exc.status, exc.message)
     except ServerBusyError as exc:
         return _busy(exc)
-    work: list[Future[Any]] = []
-    forms: list[UploadForm] = []
-
-    def clean_up(*_: Any) -> None:
-        for form in forms:
-            form.close()
-        service.release()
-
-    try:
-        return await _explain_admitted(request, kind, work, forms)
-    finally:
-        if work and not work[0].done():
-            # Cancelled while the explanation still runs: its place and upload are freed when it ends.
-            work[0].add_done_callback(clean_up)
-        else:
-            clean_up()
-
-
-async def _explain_admitted(request: Request, kind: str, work: list[Future[Any]], forms: list[UploadForm]) -> Any:
-    """Read the body, check it, explain; the explanation's future goes into ``work``, the form into ``forms``."""
     try:
         form = await _read_form(request, kind)
     except FormError as exc:
         return _problem(exc.status, exc.message, exc.field)
-    forms.append(form)
+    finally:
+        service.end_reading()
+    work: list[Future[Any]] = []
+
+    def release(_: Future[Any]) -> None:
+        service.release()
+        form.close()
+
+    try:
+        return await _explain_read(request, service, form, work)
+    finally:
+        if work:
+            # Whether answered or cancelled (the client left), the explanation may still run in a worker
+            # thread: its queue place and its upload are freed when it ends, so the limits keep counting it.
+            work[0].add_done_callback(release)
+        else:
+            form.close()
+
+
+async def _explain_read(request: Request, service: ExplainService, form: UploadForm, work: list[Future[Any]]) -> Any:
+    """Check the read form, take a place in the queue and explain; the submitted work goes into ``work``."""
     fields = dict(form.fields)
     if "output" in request.query_params:
         fields.setdefault("output", request.query_params["output"])
@@ -139,16 +149,25 @@ async def _explain_admitted(request: Request, kind: str, work: list[Future[Any]]
     refused = _check_files(form, upload)
     if refused is not None:
         return refused
-    service: ExplainService = request.app.state.service
     try:
         service.validate(parsed, upload is not None)
+        service.admit()
+    except RequestError as exc:
+        return _problem(exc.status, exc.message, exc.field, valid=exc.valid)
+    except ServerBusyError as exc:
+        return _busy(exc)
+    try:
         work.append(service.submit(parsed, None if upload is None else upload.file))
+    except BaseException:
+        service.release()
+        raise
+    try:
         outcome = await asyncio.wrap_future(work[0])
     except RequestError as exc:
         return _problem(exc.status, exc.message, exc.field, valid=exc.valid)
     except ServerBusyError as exc:
         return _busy(exc)
-    except RelpropError as exc:  # e.g. a layer the engine has no rule for
+    except RelpropError as exc:  # e.g. a layer the engine has no rule for, a non-finite result
         return _problem(422, str(exc))
     except Exception as exc:  # the server stays up; the client gets one line
         log.exception("explanation failed")
@@ -157,12 +176,14 @@ async def _explain_admitted(request: Request, kind: str, work: list[Future[Any]]
 
 
 async def _read_form(request: Request, kind: str) -> UploadForm:
+    """Read the whole body within the app's limits of size (413) and time (408)."""
     settings = request.app.state.settings
+    body = within_time(request.stream(), settings.body_timeout, settings.body_idle_timeout)
     if kind == "application/x-www-form-urlencoded":
-        return await read_urlencoded(request.stream(), max_bytes=settings.max_upload_bytes)
+        return await read_urlencoded(body, max_bytes=settings.max_upload_bytes)
     return await read_multipart(
         request.headers.get("content-type", ""),
-        request.stream(),
+        body,
         max_bytes=settings.max_upload_bytes,
         spool_bytes=settings.spool_bytes,
         temp_dir=request.app.state.temp_dir,

@@ -1,7 +1,8 @@
 """Reading a ``multipart/form-data`` upload with hard limits, into memory or the app's temp dir.
 
 The body is counted while it streams in: a request announcing (``Content-Length``) or
-sending more than the limit is refused with 413 before more of it is read. Text fields are
+sending more than the limit is refused with 413 before more of it is read; one arriving too
+slowly (:func:`within_time`) with 408. Text fields are
 small and kept in memory; a file part stays in memory up to ``spool_bytes`` and then moves
 to an anonymous temporary file inside the app's own temp dir (``tempfile`` names it; nothing
 the client sends becomes a path). Everything is released by :meth:`UploadForm.close`.
@@ -9,6 +10,7 @@ the client sends becomes a path). Everything is released by :meth:`UploadForm.cl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,15 @@ from python_multipart.multipart import parse_options_header
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-__all__ = ["FormError", "UploadForm", "UploadedFile", "check_content_length", "read_multipart", "read_urlencoded"]
+__all__ = [
+    "FormError",
+    "UploadForm",
+    "UploadedFile",
+    "check_content_length",
+    "read_multipart",
+    "read_urlencoded",
+    "within_time",
+]
 
 
 class FormError(Exception):
@@ -78,6 +88,28 @@ def check_content_length(header: str | None, max_bytes: int) -> None:
         raise FormError(413, _limit_message(max_bytes))
 
 
+async def within_time(body: AsyncIterator[bytes], total: float, idle: float) -> AsyncIterator[bytes]:
+    """Pass the pieces of ``body`` on; refuse (408) a body that pauses longer than ``idle`` seconds
+    between two pieces or takes longer than ``total`` seconds in all."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    pieces = body.__aiter__()
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), timeout=max(0.0, min(idle, remaining)))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            slow = f"took longer than {total:g} s" if remaining <= idle else f"paused for more than {idle:g} s"
+            raise FormError(
+                408,
+                f"the request body {slow}; the server allows {total:g} s for a whole body and {idle:g} s between "
+                "two of its pieces",
+            ) from None
+        yield chunk
+
+
 async def read_multipart(
     content_type: str,
     body: AsyncIterator[bytes],
@@ -128,15 +160,29 @@ async def read_multipart(
     return collector.form
 
 
+#: A url-encoded form carries only short text fields; it is held in memory, so it is kept small.
+MAX_URLENCODED_BYTES = 64 * 1024
+
+
 async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fields: int = 32) -> UploadForm:
-    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id)."""
+    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id).
+
+    The body is held in memory, so it may have at most ``min(max_bytes, 64 KiB)``.
+    """
     from urllib.parse import parse_qsl
 
+    limit = min(max_bytes, MAX_URLENCODED_BYTES)
     received = bytearray()
     async for chunk in body:
         received += chunk
-        if len(received) > max_bytes:
-            raise FormError(413, _limit_message(max_bytes))
+        if len(received) > limit:
+            if limit == max_bytes:
+                raise FormError(413, _limit_message(max_bytes))
+            raise FormError(
+                413,
+                f"a url-encoded form may have at most {limit:,} bytes (text fields only); send an image as "
+                "multipart/form-data",
+            )
     try:
         pairs = parse_qsl(received.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
