@@ -38,9 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
+from .api import explain as _explain
 from .clitools import UserError, write_atomic
-from .engine import _model_device
-from .engine import explain as _explain
+from .engine import model_device
 from .errors import ConfigurationError, RelpropError
 from .explanation import Explanation
 from .ledger import Ledger
@@ -439,7 +439,7 @@ def evaluate_methods(
         raise ConfigurationError("no methods to evaluate; pass at least one, e.g. --methods lrp:epsilon-gamma-box.")
     families = [m for m in METRICS if m in metrics]
     columns = [c for family in families for c in columns_for(family, settings)]
-    device = _model_device(model) or torch.device("cpu")
+    device = model_device(model) or torch.device("cpu")
     cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
     # Fail on a wrong name or parameter before any long computation.

@@ -38,8 +38,8 @@ from torch import nn
 from .. import composites as _composites
 from .. import methods as _methods
 from .. import viz
-from ..engine import Explainer, _model_device
-from ..engine import explain as explain_fn
+from ..api import explain as explain_fn
+from ..engine import Explainer, model_device
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from ..images import ImageInput, ImageReadError, read_image_bytes
@@ -161,7 +161,7 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return _model_device(model) or torch.device("cpu")
+    return model_device(model) or torch.device("cpu")
 
 
 @dataclass
