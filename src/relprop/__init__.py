@@ -10,9 +10,10 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, methods, rules
+from . import composites, kinds, match, methods, rules
+from .api import explain
 from .composites import Composite, bounds_from_normalization
-from .engine import Explainer, explain
+from .engine import Explainer
 from .errors import (
     ConfigurationError,
     GraphChangedError,
@@ -44,6 +45,7 @@ __all__ = [
     "bounds_from_normalization",
     "composites",
     "explain",
+    "kinds",
     "match",
     "methods",
     "rules",

@@ -535,7 +535,7 @@ def _method_runner(
     other methods; z^B bounds default to the model's.
     """
     from . import methods as _methods
-    from .engine import explain as explain_fn
+    from .api import explain as explain_fn
 
     name, params = _methods.resolve(spec)
     given = {k: v for k, v in cli_params.items() if v is not None}

@@ -38,9 +38,9 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
+from .api import explain as _explain
 from .clitools import UserError, prepare_output_folder, refuse_overwrite, write_atomic
-from .engine import _model_device
-from .engine import explain as _explain
+from .engine import model_device
 from .errors import ConfigurationError, RelpropError
 from .explanation import Explanation
 from .ledger import Ledger
@@ -330,7 +330,7 @@ def evaluate_methods(
     settings = settings or EvaluationSettings()
     chosen = _chosen_families(metrics, data, methods)
     columns = [c for family in chosen for c in family.columns(settings)]
-    device = _model_device(model) or torch.device("cpu")
+    device = model_device(model) or torch.device("cpu")
     calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
     _probe(model, data, calls, device)
 

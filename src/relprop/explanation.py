@@ -28,6 +28,9 @@ class Explanation:
         Where the explained score went: input relevance, relevance absorbed per layer.
     info
         Method-specific diagnostics (e.g. the completeness gap of Integrated Gradients).
+    layers
+        Relevance arriving at the outputs of the modules asked for with ``layers=[...]``, by
+        module path (shaped like each output, or ``(N, C)`` with ``layer_reduce="channels"``).
     """
 
     relevance: Tensor
@@ -35,6 +38,7 @@ class Explanation:
     target: Tensor
     ledger: Ledger
     info: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def score(self) -> Tensor:

@@ -6,14 +6,16 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients
 from torch import nn
 
 import relprop
 from relprop.methods.integrated_gradients import quadrature_points
 
 from .nets import functional_net, maxpool_net, resnet18
-from helpers import assert_close_relative
+from helpers import assert_close_relative, require
+
+require("captum")
+from captum.attr import IntegratedGradients  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

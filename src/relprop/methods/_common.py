@@ -24,12 +24,12 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import _model_device, _select_output
+from ..engine.model import model_device, select_output
 from ..errors import ConfigurationError, ModelStateError
 from ..explanation import Explanation
+from ..kinds import out_of_place as _out_of_place
 from ..ledger import Ledger
 from ..metrics.selectivity import gaussian_blur
-from ..ops import ACTIVATION_FUNCS, INPLACE_TO_OUT_OF_PLACE, RELU_FUNCS
 from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
 from ..targets import TopLayer, initial_relevance
 
@@ -63,7 +63,7 @@ def prepare_inputs(model: nn.Module, inputs: Any) -> Tensor:
         )
     if inputs.dim() == 0 or inputs.shape[0] == 0:
         raise ConfigurationError(f"inputs must have a non-empty batch dimension, got shape {tuple(inputs.shape)}.")
-    device = _model_device(model)
+    device = model_device(model)
     return (inputs if device is None else inputs.to(device)).detach()
 
 
@@ -87,7 +87,7 @@ def check_eval(model: nn.Module) -> None:
 
 def forward(model: nn.Module, x: Tensor) -> Tensor:
     """The model's scores for ``x`` (the tensor it returns, or its ``.logits``)."""
-    return _select_output(model(x))
+    return select_output(model(x))
 
 
 def resolve_target(output: Tensor, target: Any) -> TopLayer:
@@ -225,14 +225,7 @@ def out_of_place(
     a new output and never writes into the model's tensors. A model that reads the tensor an
     in-place call would have overwritten is refused when the engine records its plan.
     """
-    replacement = INPLACE_TO_OUT_OF_PLACE.get(func)
-    if replacement is None and func in ACTIVATION_FUNCS:
-        replacement = ACTIVATION_FUNCS[func][0]
-    if func in ACTIVATION_FUNCS or func in RELU_FUNCS:
-        # Element-wise activations take no other boolean than a positional inplace flag.
-        args = (args[0], *(a for a in args[1:] if not isinstance(a, bool))) if args else args
-    kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
-    return (func if replacement is None else replacement), args, kwargs
+    return _out_of_place(func, args, kwargs)
 
 
 # -- composites for modified-gradient methods -----------------------------------------------------

@@ -57,18 +57,11 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import Explainer, _select_output
+from ..engine import Explainer, select_output
 from ..errors import ConfigurationError, UnsupportedOperationError
 from ..explanation import Explanation
-from ..ops import (
-    ACTIVATION_FUNCS,
-    CONV_FUNCS,
-    CONV_TRANSPOSE_FUNCS,
-    RELU_FUNCS,
-    LinearOp,
-    bind_arguments,
-    describe_function,
-)
+from ..kinds import ACTIVATION_FUNCS, CONV_FUNCS, CONV_TRANSPOSE_FUNCS, KINDS, RELU_FUNCS
+from ..ops import LinearOp, describe_function
 from ..rules import FunctionRule, per_sample_sum
 from . import _common, register
 
@@ -281,7 +274,7 @@ class RescaleRule(FunctionRule):
         Below this :math:`|\Delta z|` the derivative is used instead of the ratio.
     """
 
-    kinds = frozenset({"relu", "activation"})
+    applies_to = ("relu", "activation")
     label = "deeplift-rescale"
 
     def __init__(self, eps: float = 1e-10) -> None:
@@ -306,7 +299,7 @@ class RevealCancelRule(FunctionRule):
         Below this :math:`|\Delta z^\pm|` the derivative is used instead of the ratio.
     """
 
-    kinds = frozenset({"relu", "activation"})
+    applies_to = ("relu", "activation")
     label = "deeplift-reveal-cancel"
 
     def __init__(self, parts: _Parts, eps: float = 1e-10) -> None:
@@ -335,7 +328,7 @@ class DifferencePartsRule(FunctionRule):
     pooling has positive weights. The gradient of ``y`` itself stays the ordinary one.
     """
 
-    kinds = frozenset({"conv", "conv_transpose", "linear", "batchnorm", "add", "avgpool"})
+    applies_to = ("layer", "batchnorm", "add", "avgpool")
     label = "deeplift-parts"
 
     def __init__(self, parts: _Parts) -> None:
@@ -361,7 +354,7 @@ class DifferencePartsRule(FunctionRule):
 
     def _layer(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         kind = "linear" if func is F.linear else ("conv" if func in CONV_FUNCS else "conv_transpose")
-        bound = bind_arguments(kind, args, kwargs)
+        bound = KINDS[kind].bind(func, args, kwargs)
         op = LinearOp.from_call(kind, func, bound)
         positive, negative = self.parts.of(bound["input"], func)
         weight = bound["weight"].detach()
@@ -372,7 +365,7 @@ class DifferencePartsRule(FunctionRule):
         return through_pos[:n] + through_neg[n:], through_neg[:n] + through_pos[n:]
 
     def _batchnorm(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        bound = bind_arguments("batchnorm", args, kwargs)
+        bound = KINDS["batchnorm"].bind(F.batch_norm, args, kwargs)
         x = bound["input"]
         scale = torch.rsqrt(bound["running_var"].detach() + bound["eps"])
         if bound["weight"] is not None:
@@ -494,7 +487,7 @@ class RescaleMaxPoolRule(FunctionRule):
         Below this :math:`|\Delta x|` the ordinary gradient is used instead of the ratio.
     """
 
-    kinds = frozenset({"maxpool"})
+    applies_to = ("maxpool",)
     label = "deeplift-rescale-pool"
 
     def __init__(self, eps: float = 1e-10) -> None:
@@ -595,7 +588,7 @@ class RevealCancelMaxPoolRule(FunctionRule):
         Window sums of a part below this count as empty.
     """
 
-    kinds = frozenset({"maxpool"})
+    applies_to = ("maxpool",)
     label = "deeplift-reveal-cancel-pool"
 
     def __init__(self, parts: _Parts, eps: float = 1e-10) -> None:
@@ -660,7 +653,7 @@ class _Paired(nn.Module):
         self.last_output: Tensor | None = None
 
     def forward(self, paired: Tensor) -> Tensor:
-        out = _select_output(self._modules[""](paired))
+        out = select_output(self._modules[""](paired))
         self.last_output = out
         # While the plan is recorded on a single sample there is no reference half.
         return out[: (out.shape[0] + 1) // 2]

@@ -60,7 +60,7 @@ def _relu_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
 class GuidedReLURule(FunctionRule):
     r"""Guided backprop through a ReLU: :math:`g_x = \mathbb 1[x > 0] \max(0, g_y)`."""
 
-    kinds = frozenset({"relu"})
+    applies_to = ("relu",)
     label = "guided-relu"
 
     def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -70,7 +70,7 @@ class GuidedReLURule(FunctionRule):
 class DeconvReLURule(FunctionRule):
     r"""Deconvnet through a ReLU: :math:`g_x = \max(0, g_y)` (the forward mask is ignored)."""
 
-    kinds = frozenset({"relu"})
+    applies_to = ("relu",)
     label = "deconv-relu"
 
     def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

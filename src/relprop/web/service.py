@@ -46,8 +46,8 @@ from torch import nn
 from .. import composites as _composites
 from .. import methods as _methods
 from .. import viz
-from ..engine import Explainer, _model_device
-from ..engine import explain as explain_fn
+from ..api import explain as explain_fn
+from ..engine import Explainer, model_device
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from ..finite import check_finite
@@ -172,7 +172,7 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return _model_device(model) or torch.device("cpu")
+    return model_device(model) or torch.device("cpu")
 
 
 @dataclass
