@@ -10,7 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, methods, rules
+from . import composites, match, methods, outputs, regions, rules, targets
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer, explain
 from .errors import (
@@ -44,5 +44,8 @@ __all__ = [
     "explain",
     "match",
     "methods",
+    "outputs",
+    "regions",
     "rules",
+    "targets",
 ]

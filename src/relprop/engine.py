@@ -73,6 +73,7 @@ from .ops import (
     describe_function,
     is_elementwise_module,
 )
+from .outputs import check_selector, select_output
 from .rules import (
     AttentionRule,
     EpsilonRule,
@@ -126,7 +127,7 @@ _STRUCTURAL_KINDS = frozenset({"unknown", "softmax", "statistic", "div"})
 _TRANSFORMER_KINDS = frozenset({"softmax", "attention", "layer_norm", "rms_norm", "normalize", "statistic", "div"})
 _NATIVE_INPLACE = frozenset({torch.Tensor.__setitem__, torch.Tensor.copy_})
 _CHANNEL_OP = LinearOp(kind="conv")
-_ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast")
+_ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast", "output")
 # Routing operations that keep a non-negative tensor non-negative.
 _SIGN_PRESERVING = frozenset(
     [
@@ -1104,18 +1105,6 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-def _select_output(output: Any) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise ConfigurationError(
-        f"the model returned {type(output).__name__}; relprop explains models that return a tensor of scores "
-        "(or an object with .logits), so wrap the model to return the scores to explain."
-    )
-
-
 class Explainer:
     """Explain a model's predictions with LRP: prepared once, then called on any number of batches.
 
@@ -1136,6 +1125,9 @@ class Explainer:
     top, contrast
         Defaults for :meth:`__call__`: the top layer (``"logit"`` or ``"log-odds"``) and the
         contrast class (an index or ``"rest"``).
+    output
+        Which tensor of the model's output to explain when it returns a dict, tuple or
+        dataclass: a key, an index, an attribute or a callable (see :mod:`relprop.outputs`).
     **params
         Parameters of a named composite: ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``,
         ``high``, ``stabilizer`` ...
@@ -1158,6 +1150,7 @@ class Explainer:
         ledger: bool = True,
         top: str = "logit",
         contrast: Any = None,
+        output: Any = None,
         **params: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -1181,6 +1174,7 @@ class Explainer:
         self.ledger = bool(ledger)
         self.top = top
         self.contrast = contrast
+        self.output = check_selector(output)
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._cache: dict[tuple[int, int], tuple[tuple[Any, ...], Any]] = {}
 
@@ -1263,7 +1257,7 @@ class Explainer:
                     module.register_forward_hook(functools.partial(_pop_module, dispatcher), always_call=True)
                 )
             with torch.enable_grad(), _RelevanceMode(dispatcher):
-                output = _select_output(self.model(x))
+                output = select_output(self.model(x), self.output)
         finally:
             for handle in handles:
                 handle.remove()
@@ -1411,8 +1405,9 @@ def explain(
     inputs
         A batch of inputs, batch first.
     target
-        ``None`` for the predicted class, a class index, one index per sample, or a tensor shaped
-        like the output giving the initial relevance.
+        ``None`` for the predicted class, a class index, one index per sample, a tensor shaped
+        like the output giving the initial relevance, or a region of a dense output
+        (:func:`relprop.targets.region`, :func:`relprop.targets.class_region`).
     composite
         Name of a composite or a :class:`~relprop.composites.Composite` (default
         ``"epsilon-gamma-box"``); LRP only.
@@ -1420,8 +1415,8 @@ def explain(
         ``"lrp"`` or the name of another attribution method.
     **params
         Composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...) and the options of
-        :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``), or the
-        parameters of the chosen method.
+        :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``, ``output``),
+        or the parameters of the chosen method (every method takes ``output`` too).
 
     Returns
     -------

@@ -24,12 +24,13 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import _model_device, _select_output
+from ..engine import _model_device
 from ..errors import ConfigurationError, ModelStateError
 from ..explanation import Explanation
 from ..ledger import Ledger
 from ..metrics.selectivity import gaussian_blur
 from ..ops import ACTIVATION_FUNCS, INPLACE_TO_OUT_OF_PLACE, RELU_FUNCS
+from ..outputs import select_output
 from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
 from ..targets import TopLayer, initial_relevance
 
@@ -87,7 +88,7 @@ def check_eval(model: nn.Module) -> None:
 
 def forward(model: nn.Module, x: Tensor) -> Tensor:
     """The model's scores for ``x`` (the tensor it returns, or its ``.logits``)."""
-    return _select_output(model(x))
+    return select_output(model(x))
 
 
 def resolve_target(output: Tensor, target: Any) -> TopLayer:

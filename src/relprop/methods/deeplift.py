@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import Explainer, _select_output
+from ..engine import Explainer
 from ..errors import ConfigurationError, UnsupportedOperationError
 from ..explanation import Explanation
 from ..ops import (
@@ -69,6 +69,7 @@ from ..ops import (
     bind_arguments,
     describe_function,
 )
+from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
 from . import _common, register
 
@@ -660,7 +661,7 @@ class _Paired(nn.Module):
         self.last_output: Tensor | None = None
 
     def forward(self, paired: Tensor) -> Tensor:
-        out = _select_output(self._modules[""](paired))
+        out = select_output(self._modules[""](paired))
         self.last_output = out
         # While the plan is recorded on a single sample there is no reference half.
         return out[: (out.shape[0] + 1) // 2]
