@@ -54,7 +54,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path) -> None:
     torch.save({"module.basenet.slice1.0.weight": torch.zeros(1)}, path)
     with pytest.raises(relprop.ConfigurationError, match=r"does not fit the architecture \(Missing key"):
         load_craft(path)
-    with pytest.raises(relprop.ConfigurationError, match="does not exist; give the path to craft_mlt_25k.pth"):
+    with pytest.raises(relprop.ConfigurationError, match=r"does not exist; give the path to craft_mlt_25k\.pth"):
         load_craft(tmp_path / "missing.pth")
 
 

@@ -77,25 +77,44 @@ class VGG16BNBackbone(nn.Module):
 
     def __init__(self, inplace: bool = True) -> None:
         super().__init__()
-        pool = nn.MaxPool2d(2, 2)
+        no_relu = {"inplace": inplace, "relu": False}
         self.slice1 = _indexed(
-            [*_conv_bn(3, 64, inplace), *_conv_bn(64, 64, inplace), pool, *_conv_bn(64, 128, inplace)]
-            + _conv_bn(128, 128, inplace, relu=False),
+            [
+                *_conv_bn(3, 64, inplace),
+                *_conv_bn(64, 64, inplace),
+                nn.MaxPool2d(2, 2),
+                *_conv_bn(64, 128, inplace),
+                *_conv_bn(128, 128, **no_relu),
+            ],
             0,
         )
         self.slice2 = _indexed(
-            [nn.ReLU(inplace=inplace), nn.MaxPool2d(2, 2), *_conv_bn(128, 256, inplace)]
-            + _conv_bn(256, 256, inplace, relu=False),
+            [
+                nn.ReLU(inplace=inplace),
+                nn.MaxPool2d(2, 2),
+                *_conv_bn(128, 256, inplace),
+                *_conv_bn(256, 256, **no_relu),
+            ],
             12,
         )
         self.slice3 = _indexed(
-            [nn.ReLU(inplace=inplace), *_conv_bn(256, 256, inplace), nn.MaxPool2d(2, 2)]
-            + [*_conv_bn(256, 512, inplace), *_conv_bn(512, 512, inplace, relu=False)],
+            [
+                nn.ReLU(inplace=inplace),
+                *_conv_bn(256, 256, inplace),
+                nn.MaxPool2d(2, 2),
+                *_conv_bn(256, 512, inplace),
+                *_conv_bn(512, 512, **no_relu),
+            ],
             19,
         )
         self.slice4 = _indexed(
-            [nn.ReLU(inplace=inplace), *_conv_bn(512, 512, inplace), nn.MaxPool2d(2, 2)]
-            + [*_conv_bn(512, 512, inplace), *_conv_bn(512, 512, inplace, relu=False)],
+            [
+                nn.ReLU(inplace=inplace),
+                *_conv_bn(512, 512, inplace),
+                nn.MaxPool2d(2, 2),
+                *_conv_bn(512, 512, inplace),
+                *_conv_bn(512, 512, **no_relu),
+            ],
             29,
         )
         self.slice5 = nn.Sequential(
@@ -292,7 +311,7 @@ def detect_words(
         scores = scores[0]
     region, affinity = scores[..., 0].numpy(), scores[..., 1].numpy()
     text = (region > low_text) | (affinity > link_threshold)
-    labels, count = ndimage.label(text, structure=np.ones((3, 3), dtype=bool))
+    labels, _ = ndimage.label(text, structure=np.ones((3, 3), dtype=bool))
     words = []
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         if found is None:
