@@ -168,12 +168,11 @@ class _Positions(TargetSpec):
         if top != "logit" or contrast is not None:
             raise TargetError("a Captum tuple target explains one output; it cannot be combined with top or contrast.")
         shape = tuple(output.shape[1:])
-        if len(self.positions) == 1:
-            self.positions = self.positions * output.shape[0]
-        if len(self.positions) != output.shape[0]:
-            raise TargetError(f"got {len(self.positions)} target tuples for a batch of {output.shape[0]}.")
+        positions = self.positions * output.shape[0] if len(self.positions) == 1 else self.positions
+        if len(positions) != output.shape[0]:
+            raise TargetError(f"got {len(positions)} target tuples for a batch of {output.shape[0]}.")
         grad = torch.zeros_like(output)
-        for n, position in enumerate(self.positions):
+        for n, position in enumerate(positions):
             if len(position) != len(shape) or not all(0 <= i < s for i, s in zip(position, shape, strict=False)):
                 raise TargetError(
                     f"target {position} does not index an output of shape {shape} per sample; give one index per "
@@ -181,7 +180,7 @@ class _Positions(TargetSpec):
                 )
             grad[(n, *position)] = 1.0
         score = (output * grad).reshape(output.shape[0], -1).sum(1)
-        return TopLayer(grad, torch.tensor(self.positions, device=output.device), score, score)
+        return TopLayer(grad, torch.tensor(positions, device=output.device), score, score)
 
 
 def _target(target: Any, batch: int) -> Any:
