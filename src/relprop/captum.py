@@ -46,9 +46,9 @@ import torch
 from torch import Tensor, nn
 
 try:
-    from captum.attr import GradientAttribution, PerturbationAttribution
-    from captum.attr._utils import lrp_rules as _captum_rules
-    from captum.log import log_usage
+    from captum.attr import GradientAttribution, PerturbationAttribution  # type: ignore[import-untyped]
+    from captum.attr._utils import lrp_rules as _captum_rules  # type: ignore[import-untyped]
+    from captum.log import log_usage  # type: ignore[import-untyped]
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without captum
     raise ImportError(
         "relprop.captum needs Captum (pip install captum); the rest of relprop works without it."
@@ -153,7 +153,9 @@ class _CaptumForward(nn.Module):
             next(pieces) if i in self.explained else _batched(t, batch, self.samples) for i, t in enumerate(self.inputs)
         ]
         extra = [_batched(a, batch, self.samples) for a in self.extra]
-        out = select_output(self._modules[""](*arguments, *extra), self.output)
+        model = self._modules[""]
+        assert model is not None
+        out = select_output(model(*arguments, *extra), self.output)
         return out.unsqueeze(1) if out.dim() == 1 else out
 
 

