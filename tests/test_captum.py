@@ -154,7 +154,9 @@ def test_lrp_convergence_delta_is_what_the_ledger_did_not_hand_to_the_input(x) -
     ledger = relprop.explain(model, x, target=TARGET, composite="epsilon", epsilon=0.1).ledger
     assert torch.allclose(delta, ledger.score - ledger.input_relevance, rtol=1e-12)
     assert torch.allclose(delta, ledger.absorbed, rtol=1e-9)
-    assert torch.allclose(attributions.sum((1, 2, 3)) + delta, model(x).detach()[range(3), TARGET], rtol=1e-12)
+    scores = model(x).detach()[range(3), TARGET]
+    assert torch.allclose(attributions.sum((1, 2, 3)) + delta, scores, rtol=1e-12)
+    assert torch.allclose(rc.LRP(model).compute_convergence_delta(attributions, scores), delta, rtol=1e-12)
 
 
 def test_default_lrp_agrees_with_captums_lrp_on_a_plain_cnn(x) -> None:

@@ -375,6 +375,11 @@ class LRP(_Adapter, GradientAttribution):
             print(Explainer(forward, **params).rule_table(forward.pack(_check_inputs(inputs)[0])))
         return self._finish(attributions, isinstance(inputs, tuple), result, return_convergence_delta)
 
+    def compute_convergence_delta(self, attributions: Any, output: Tensor) -> Tensor:
+        """Captum's LRP delta from given attributions: ``output - Σ attributions`` per sample."""
+        summed = sum(a.reshape(a.shape[0], -1).sum(1) for a in _as_tuple(attributions))
+        return output.flatten() - summed  # type: ignore[no-any-return]
+
 
 class Saliency(_Adapter, GradientAttribution):
     """The gradient (its magnitude by default), called like ``captum.attr.Saliency``."""
