@@ -10,7 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, kinds, match, methods, rules
+from . import composites, kinds, match, methods, outputs, regions, rules, targets
 from .api import explain
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer
@@ -48,5 +48,8 @@ __all__ = [
     "kinds",
     "match",
     "methods",
+    "outputs",
+    "regions",
     "rules",
+    "targets",
 ]

@@ -22,6 +22,7 @@ from .. import composites as _composites
 from ..errors import ConfigurationError, GraphChangedError, UnsupportedOperationError
 from ..explanation import Explanation
 from ..ledger import Ledger
+from ..outputs import check_selector
 from ..rules.base import Rule
 from ..targets import initial_relevance
 from .model import model_device, select_output
@@ -33,7 +34,7 @@ from .weights import WeightCache
 __all__ = ["ENGINE_OPTIONS", "Explainer", "explain"]
 
 #: Options of :class:`Explainer` that :func:`explain` passes on (the rest are composite parameters).
-ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast")
+ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast", "output")
 #: Options of a call (:meth:`Explainer.__call__`) that :func:`explain` passes on.
 CALL_OPTIONS = ("layers", "layer_reduce", "conditions")
 
@@ -58,6 +59,9 @@ class Explainer:
     top, contrast
         Defaults for :meth:`__call__`: the top layer (``"logit"`` or ``"log-odds"``) and the
         contrast class (an index or ``"rest"``).
+    output
+        Which tensor of the model's output to explain when it returns a dict, tuple or
+        dataclass: a key, an index, an attribute or a callable (see :mod:`relprop.outputs`).
     **params
         Parameters of a named composite: ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``,
         ``high``, ``stabilizer`` ...
@@ -80,6 +84,7 @@ class Explainer:
         ledger: bool = True,
         top: str = "logit",
         contrast: Any = None,
+        output: Any = None,
         **params: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -103,6 +108,7 @@ class Explainer:
         self.ledger = bool(ledger)
         self.top = top
         self.contrast = contrast
+        self.output = check_selector(output)
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self.weights = WeightCache()
 
@@ -137,8 +143,12 @@ class Explainer:
         return self.plan(inputs).rule_table()
 
     # -- running the model ----------------------------------------------------------------------
+    def _forward(self, x: Tensor) -> Tensor:
+        return select_output(self.model(x), self.output)
+
     def _run(self, state: CallState, x: Tensor) -> Tensor:
-        output = select_output(run_traced(state, x, self.model))
+        # Select inside the traced call: a callable selector's operations are part of the explained function.
+        output = run_traced(state, x, self._forward)
         if state.is_stale(output):
             raise UnsupportedOperationError(
                 "the model returns a tensor after modifying it in place; return the result of the operation instead."
@@ -250,8 +260,8 @@ def explain(
     """Explain a model's prediction on ``inputs`` with LRP (see :func:`relprop.explain` for all methods).
 
     ``params`` holds composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...), the
-    options of :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``) and
-    of its call (``layers``, ``layer_reduce``, ``conditions``).
+    options of :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``,
+    ``output``) and of its call (``layers``, ``layer_reduce``, ``conditions``).
     """
     options = {k: params.pop(k) for k in ENGINE_OPTIONS if k in params}
     call = {k: params.pop(k) for k in CALL_OPTIONS if k in params}

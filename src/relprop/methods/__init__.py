@@ -6,6 +6,8 @@ engine itself. All methods resolve ``target`` exactly like LRP and return the sa
 :class:`relprop.Explanation`: ``relevance`` shaped like the inputs, the model ``output``, the
 explained ``target``, a ledger (``score``: what the method explains per sample;
 ``input_relevance``: the sum of the attribution) and method diagnostics in ``info``.
+Every method also takes ``output=`` (which tensor of a dict, tuple or dataclass output to
+explain; see :mod:`relprop.outputs`).
 
 ================================  ===========================================================
 ``gradient``                      the gradient (saliency); ``absolute=True`` for its magnitude
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..outputs import check_selector, with_output
 
 __all__ = ["describe", "get", "names", "parameters", "register", "resolve"]
 
@@ -40,7 +43,9 @@ _REGISTRY: dict[str, tuple[Method, str, tuple[str, ...]]] = {}
 # Every method's own leading arguments; the rest are its parameters.
 _CALL_ARGUMENTS = ("model", "inputs", "target")
 # What "lrp" accepts besides the composite's own parameters (relprop.explain / Explainer options).
-_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast")
+_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast", "output")
+# Taken by every method: which tensor of the model's output to explain (relprop.outputs).
+_OUTPUT = "output"
 # A spec may name one parameter without "key=": "lrp:epsilon-gamma-box", "deeplift:reveal-cancel".
 _SHORTHAND = {"lrp": "composite", "deeplift": "rule"}
 # Listing order of the built-in methods; methods registered later follow in registration order.
@@ -61,11 +66,14 @@ def register(name: str, description: str) -> Callable[[Method], Method]:
     """Register ``fn`` as the method ``name`` (one-line ``description`` for listings).
 
     The registered function rejects parameters it does not take with a
-    :class:`~relprop.errors.ConfigurationError` that lists the ones it does.
+    :class:`~relprop.errors.ConfigurationError` that lists the ones it does, and takes
+    ``output=`` for every method: the model is then run through a
+    :class:`~relprop.outputs.SelectedOutput` that returns the selected tensor.
     """
 
     def decorator(fn: Method) -> Method:
-        accepted = tuple(p for p in inspect.signature(fn).parameters if p not in _CALL_ARGUMENTS)
+        own = tuple(p for p in inspect.signature(fn).parameters if p not in _CALL_ARGUMENTS)
+        accepted = own if _OUTPUT in own else (*own, _OUTPUT)
 
         @functools.wraps(fn)
         def checked(model: Any, inputs: Any, target: Any = None, **params: Any) -> Any:
@@ -74,6 +82,8 @@ def register(name: str, description: str) -> Callable[[Method], Method]:
                 raise ConfigurationError(
                     f"method {name!r} does not take {', '.join(unknown)}; {_listing(accepted, 'its parameters are')}."
                 )
+            if _OUTPUT not in own and _OUTPUT in params:
+                model = with_output(model, check_selector(params.pop(_OUTPUT)))
             return fn(model, inputs, target, **params)
 
         _REGISTRY[name] = (checked, description, accepted)

@@ -24,12 +24,13 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine.model import model_device, select_output
+from ..engine.model import model_device
 from ..errors import ConfigurationError, ModelStateError
 from ..explanation import Explanation
 from ..kinds import out_of_place as _out_of_place
 from ..ledger import Ledger
 from ..metrics.selectivity import gaussian_blur
+from ..outputs import select_output
 from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
 from ..targets import TopLayer, initial_relevance
 

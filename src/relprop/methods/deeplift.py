@@ -57,11 +57,12 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import Explainer, select_output
+from ..engine import Explainer
 from ..errors import ConfigurationError, UnsupportedOperationError
 from ..explanation import Explanation
 from ..kinds import ACTIVATION_FUNCS, CONV_FUNCS, CONV_TRANSPOSE_FUNCS, KINDS, RELU_FUNCS
 from ..ops import LinearOp, describe_function
+from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
 from . import _common, register
 
