@@ -31,6 +31,10 @@ class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
 
 
+class StoreError(RelpropError, RuntimeError):
+    """A relevance store cannot be created, written or read as asked (busy, other settings, read-only, full)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty).
 
