@@ -181,6 +181,7 @@ def explain_dataset(
     )  # fmt: skip
     identity = model_identity(model, model_name)
     out = stream or sys.stderr
+    created = not path.exists()
     lock = _prepare_folder(path, resume, overwrite)
     try:
         note = lock.acquire()
@@ -205,6 +206,8 @@ def explain_dataset(
                      device, progress, progress_interval, out)  # fmt: skip
     finally:
         lock.release()
+        if created and not (path / "zarr.json").exists():
+            shutil.rmtree(path, ignore_errors=True)  # a run that failed before creating the store leaves nothing
 
 
 def _prepare_folder(path: Path, resume: bool, overwrite: bool) -> StoreLock:

@@ -5,25 +5,29 @@ Layout (``N`` samples, ``B`` samples per committed chunk, Zarr format 3)::
     STORE/
       zarr.json              group; attributes["relprop"] = the metadata record (below)
       .relprop-lock          the writers' lock (empty when no run holds it)
-      relevance              (N, *input)   float32|float16   chunk (1, *input), shard (B, *input)
-      inputs                 (N, *input)   float32           only with store_inputs; like relevance
-      downsampled            (N, *small)   float32           Σ over channels, sum-pooled; chunk (B, ...)
-      output                 (N, *out)     float32           the model output; chunk (B, ...)
-      layers/<module path>   (N, C) float32 (layer_reduce="channels"), chunk (B, C)
-                             or (N, *layer output) in the relevance dtype, chunk (1, ...), shard (B, ...)
-      status                 (N,) uint8    0 pending, 1 ok, 2 failed; chunk (B,)
+      relevance              (N, *input)   float32|float16   the input relevance
+      inputs                 (N, *input)   float32           only with store_inputs
+      downsampled            (N, *small)   float32           Σ over channels, sum-pooled to ≤ analysis_size
+      output                 (N, *out)     float32           the model output
+      layers/<module path>   (N, C) float32 with layer_reduce="channels", else (N, *module output)
+      status                 (N,) uint8    0 pending, 1 ok, 2 failed
       error                  (N,) str      why a sample failed
       source_index, label, target, prediction        (N,) int64 (-1: none)
       source_path            (N,) str
       score, input_relevance, absorbed, residual     (N,) float64: the ledger summary
 
-One sample is one chunk row of the large arrays (read one sample without reading others);
-the chunks of a committed block are grouped in one shard file per array, so a data set of a
-million samples is tens of thousands of files, not millions. A block is written by exactly
-one worker, array by array, and ``status`` last: Zarr writes every file through a temporary
-name and a rename, so a block is either committed (its status chunk is written) or it is
-redone on resume; a killed run never leaves a half-written sample that counts as done.
-Floating-point values of pending or failed samples are NaN.
+Chunking: an array with more than 4096 values per sample (relevance and inputs of images,
+whole layer maps) has one sample per chunk row, so one sample is read without reading
+others, and the chunks of a block are grouped in one shard file; smaller arrays (the table,
+outputs, downsampled and per-channel relevance, 8×8 digits) are chunked by block, one file
+per block: writing 256 small samples as 256 inner chunks costs more than explaining them,
+and reading the block is as fast as reading one of them. Either way a data set of a million
+samples is tens of thousands of files, not millions.
+
+A block is written by exactly one worker, array by array, and ``status`` last: Zarr writes
+every file through a temporary name and a rename, so a block is either committed (its
+status chunk is written) or redone on resume; a killed run never leaves a half-written
+sample that counts as done. Floating-point values of pending or failed samples are NaN.
 
 The metadata record (``RelevanceStore.metadata``) holds ``format``, ``state`` (``writing``,
 ``interrupted``, ``complete``), ``samples``, ``chunk_size``, ``layout`` (shapes),
