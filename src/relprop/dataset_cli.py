@@ -155,7 +155,7 @@ def explain_dataset_command(
             store_inputs=store_inputs, executor="local" if ray_address is None else "ray", workers=workers,
             ray_address=None if ray_address in (None, "local") else ray_address, threads=threads,
             device=None if device == "cpu" else device, resume=resume, overwrite=force, preprocess=bundle.preprocess,
-            model_name=bundle.name, progress=progress, **params,
+            model_name=bundle.name, progress=progress, summary=True, **params,
         )  # fmt: skip
     except KeyboardInterrupt:
         click.echo(f"interrupted; the store {out_dir} keeps every committed chunk; --resume continues it", err=True)

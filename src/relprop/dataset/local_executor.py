@@ -44,9 +44,17 @@ def _put(q: queue.Queue[Any], item: Any, halt: threading.Event) -> bool:
 
 
 def run_local(ctx: RunContext) -> None:
-    """Explain ``ctx.blocks`` in this process and write them to the store."""
+    """Explain ``ctx.blocks`` in this process and write them to the store (with ``ctx.threads`` torch threads)."""
+    before = torch.get_num_threads()
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
+    try:
+        _pipeline(ctx)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pipeline(ctx: RunContext) -> None:
     work = BlockExplainer(make_runner(ctx.model, ctx.settings, ctx.composite), ctx.source, ctx.settings, ctx.layout)
     writer = StoreWriter(ctx.path)
     loaded: queue.Queue[LoadedBlock | _Raised | None] = queue.Queue(maxsize=_DEPTH)

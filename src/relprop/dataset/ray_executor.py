@@ -73,8 +73,11 @@ class BlockActor:
         self.writer = StoreWriter(path)
 
     def where(self) -> str:
-        """``pid@host`` of this worker."""
-        return f"{os.getpid()}@{socket.gethostname()}"
+        """``pid@host node=ID`` of this worker (the Ray node ID tells nodes on one host apart)."""
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        return f"{os.getpid()}@{socket.gethostname()} node={node[:12]}"
 
     def run(self, block: int) -> tuple[int, list[tuple[int, str]]]:
         """Explain, write and commit ``block``; return (explained, failures)."""

@@ -107,6 +107,7 @@ def explain_dataset(
     progress: str = "auto",
     progress_interval: float = 10.0,
     stream: TextIO | None = None,
+    summary: bool | None = None,
     **params: Any,
 ) -> RelevanceStore:
     """Explain every sample of ``source`` and store the results in a chunked Zarr store.
@@ -150,6 +151,9 @@ def explain_dataset(
     progress, progress_interval, stream
         ``"auto"`` (a bar on a terminal, a line every ``progress_interval`` s otherwise),
         ``"bar"``, ``"lines"`` or ``"none"``, written to ``stream`` (stderr).
+    summary
+        Print the end summary (explained, failed with reasons, time, rate); default: unless
+        ``progress="none"``.
 
     Returns
     -------
@@ -202,8 +206,9 @@ def explain_dataset(
             settings = RunSettings(batch_size=batch_size or int(meta["settings"]["batch_size"]), **request)  # type: ignore[arg-type]
             _check_resume(path, meta, settings, identity, src, chunk_size)
             layout = StoreLayout.from_record(meta["layout"])
+        report = (progress, progress_interval, out, progress != "none" if summary is None else summary)
         return _fill(path, meta, model, composite, src, settings, layout, executor, workers, ray_address, threads,
-                     device, progress, progress_interval, out)  # fmt: skip
+                     device, report)  # fmt: skip
     finally:
         lock.release()
         if created and not (path / "zarr.json").exists():
@@ -351,11 +356,10 @@ def _fill(
     ray_address: str | None,
     threads: int | None,
     device: str | None,
-    progress: str,
-    progress_interval: float,
-    out: TextIO,
+    report: tuple[str, float, TextIO, bool],
 ) -> RelevanceStore:
     """Run the executor on the pending blocks, record the run, summarise; the caller holds the lock."""
+    progress, progress_interval, out, summary = report
     try:
         _sweep_partial_files(path)
     except OSError as exc:
@@ -395,7 +399,8 @@ def _fill(
         meta["state"] = "complete" if not pending else "interrupted"
         meta["runs"] = [*meta.get("runs", []), {**run_record, **stats.record(), "outcome": outcome, **ctx.info}]
         _save(path, meta, quiet=outcome == "failed")
-        _summary(out, path, stats, layout, pending, outcome, progress)
+        if summary:
+            _summary(out, path, stats, layout, pending, outcome)
     if outcome == "interrupted":
         raise KeyboardInterrupt
     return RelevanceStore(path)
@@ -409,11 +414,7 @@ def _save(path: Path, meta: dict[str, Any], quiet: bool = False) -> None:
             raise write_error(path, exc) from None
 
 
-def _summary(
-    out: TextIO, path: Path, stats: RunStats, layout: StoreLayout, pending: list[int], outcome: str, progress: str
-) -> None:
-    if progress == "none":
-        return
+def _summary(out: TextIO, path: Path, stats: RunStats, layout: StoreLayout, pending: list[int], outcome: str) -> None:
     lines = [
         f"explained {stats.explained} samples, {stats.failed} failed, in {format_duration(stats.seconds)} "
         f"({stats.rate:.1f} samples/s); store: {path}"
