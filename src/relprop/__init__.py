@@ -18,6 +18,7 @@ from .errors import (
     GraphChangedError,
     ModelStateError,
     RelpropError,
+    StoreError,
     TargetError,
     UnsupportedOperationError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "LedgerEntry",
     "ModelStateError",
     "RelpropError",
+    "StoreError",
     "TargetError",
     "UnsupportedOperationError",
     "__version__",

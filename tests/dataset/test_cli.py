@@ -61,9 +61,14 @@ def test_broken_images_exit_1_and_are_listed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["digits", "--resume", "--force"], "error: --resume continues a store and --force replaces it; pass one of them"),
-        (["digits", "--target", "seven"],
-         "error: --target must be 'predicted', 'label', 'log-odds' or a class index, got 'seven'"),
+        (
+            ["digits", "--resume", "--force"],
+            "error: --resume continues a store and --force replaces it; pass one of them",
+        ),
+        (
+            ["digits", "--target", "seven"],
+            "error: --target must be 'predicted', 'label', 'log-odds' or a class index, got 'seven'",
+        ),
         (["digits", "--composite", "nope"], "error: unknown composite 'nope'; choose one of: lrp-0, epsilon"),
         (["digits", "--method", "gradient", "--gamma", "0.5"], "error: --gamma apply to LRP; give 'gradient' its "),
         (["digits", "--batch-size", "16", "--chunk-size", "20"], "error: chunk_size 20 is not a multiple of batch"),

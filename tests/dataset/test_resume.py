@@ -27,9 +27,9 @@ import sys
 from relprop.dataset import TorchDatasetSource, explain_dataset
 from relprop.models import load_digits_model
 from dataset.slowdata import SlowDigits
-explain_dataset(load_digits_model(), TorchDatasetSource(SlowDigits(float(sys.argv[2])), name="slow-digits"), sys.argv[1],
-                batch_size=8, chunk_size=16, threads=1, resume=sys.argv[3] == "resume", progress="lines",
-                low=0.0, high=1.0)
+source = TorchDatasetSource(SlowDigits(float(sys.argv[2])), name="slow-digits")
+explain_dataset(load_digits_model(), source, sys.argv[1], batch_size=8, chunk_size=16, threads=1,
+                resume=sys.argv[3] == "resume", progress="lines", low=0.0, high=1.0)
 """
 
 
@@ -81,7 +81,9 @@ def test_ctrl_c_on_the_command_line_and_a_second_run_on_the_same_store(tmp_path:
         wait_for(lambda: committed(path) >= 16, 120, "a committed chunk", run)
         second = CliRunner().invoke(main, [*args, "--resume"])
         assert second.exit_code == 2
-        assert second.output.startswith(f"error: store {path.resolve()} is being written by another run (pid {run.pid} ")
+        assert second.output.startswith(
+            f"error: store {path.resolve()} is being written by another run (pid {run.pid} "
+        )
         assert len(second.output.strip().splitlines()) == 1
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=60)

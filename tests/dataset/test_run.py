@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 from PIL import Image
 
 import relprop
@@ -206,6 +208,11 @@ def test_ctrl_c_stops_after_the_chunk_in_flight_and_resume_finishes(tmp_path: Pa
     assert store.counts()["pending"] > 0 and store.state == "interrupted"
     assert "stopping after the chunk in flight" in out.getvalue()
     assert "run again with --resume to finish" in out.getvalue()
+    # What a worker that died in the middle of a chunk leaves: rows written, status not. Resume must redo them.
+    first_pending = committed_blocks.index(False) * 48
+    group = zarr.open_group(str(path), mode="r+")
+    group["relevance"][first_pending : first_pending + 48] = 123.0
+    group["score"][first_pending : first_pending + 48] = -1.0
     _run(path, relprop.dataset.TorchDatasetSource(SlowDigits(0.0), name="digits-ds"), resume=True)
     full = tmp_path / "full.zarr"
     _run(full, relprop.dataset.TorchDatasetSource(SlowDigits(0.0), name="digits-ds"))
@@ -222,3 +229,18 @@ def test_progress_lines_show_rate_and_eta(tmp_path: Path) -> None:
     assert len(progress) == 8 and progress[-1].startswith("explain-dataset: 360/360 samples (100.0%), ")
     assert all(" samples/s, ETA " in line and line.endswith(" 0 failed") for line in progress)
     assert lines[-1].startswith("explained 360 samples, 0 failed, in ") and "samples/s); store: " in lines[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar(tmp_path: Path) -> None:
+    terminal = _Terminal()
+    _run(tmp_path / "s.zarr", progress="auto", stream=terminal, summary=True)
+    text = terminal.getvalue()
+    assert "explaining" in text and "samples/s" in text and "\x1b[" in text  # drawn with terminal control codes
+    assert "explain-dataset: " not in text  # no plain lines on a terminal
+    last = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text.rstrip().splitlines()[-1])
+    assert last.startswith("explained 360 samples, 0 failed, in ")

@@ -399,7 +399,7 @@ def _fill(
         meta["state"] = "complete" if not pending else "interrupted"
         meta["runs"] = [*meta.get("runs", []), {**run_record, **stats.record(), "outcome": outcome, **ctx.info}]
         _save(path, meta, quiet=outcome == "failed")
-        if summary:
+        if summary and outcome != "failed":  # a failed run says why in its error, nothing more
             _summary(out, path, stats, layout, pending, outcome)
     if outcome == "interrupted":
         raise KeyboardInterrupt
