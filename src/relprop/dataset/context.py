@@ -59,7 +59,8 @@ class RunContext:
 
     Executors call :meth:`committed` once per block whose status chunk they wrote, stop
     early when ``stop.requested``, and raise :class:`~relprop.errors.StoreError` (see
-    :func:`write_error`) when the store cannot be written.
+    :func:`write_error`) when the store cannot be written. ``runner`` is the explainer the
+    run prepared in this process (its plan and modified weights are cached), when it has one.
     """
 
     model: nn.Module
@@ -76,6 +77,7 @@ class RunContext:
     threads: int | None = None
     ray_address: str | None = None
     device: str | None = None
+    runner: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def committed(self, explained: int, failures: list[tuple[int, str]]) -> None:

@@ -55,7 +55,8 @@ def run_local(ctx: RunContext) -> None:
 
 
 def _pipeline(ctx: RunContext) -> None:
-    work = BlockExplainer(make_runner(ctx.model, ctx.settings, ctx.composite), ctx.source, ctx.settings, ctx.layout)
+    runner = ctx.runner or make_runner(ctx.model, ctx.settings, ctx.composite)
+    work = BlockExplainer(runner, ctx.source, ctx.settings, ctx.layout)
     writer = StoreWriter(ctx.path)
     loaded: queue.Queue[LoadedBlock | _Raised | None] = queue.Queue(maxsize=_DEPTH)
     results: queue.Queue[BlockResult | None] = queue.Queue(maxsize=_DEPTH)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,14 @@ class _Pool:
 def run_ray(ctx: RunContext) -> None:
     """Explain ``ctx.blocks`` on ``ctx.workers`` Ray actors writing into the shared store."""
     ray = import_ray()
+    begin = time.monotonic()
     started = _start(ray, ctx)
     try:
         pool = _Pool(ray, ctx)
         try:
             ctx.info["workers"] = pool.wait_ready()
+            # Starting Ray and the workers (each loads torch and the model) is a fixed cost, kept apart from the rate.
+            ctx.info["startup_seconds"] = round(time.monotonic() - begin, 3)
             _schedule(ray, ctx, pool)
         finally:
             pool.shutdown()

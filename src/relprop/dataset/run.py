@@ -192,6 +192,7 @@ def explain_dataset(
         if note:
             out.write(f"note: {note}\n")
         meta = _existing(path, resume, overwrite)
+        runner = None
         if meta is None:
             settings = RunSettings(batch_size=batch_size or 32, **request)  # type: ignore[arg-type]
             runner = make_runner(model, settings, composite)
@@ -208,7 +209,7 @@ def explain_dataset(
             layout = StoreLayout.from_record(meta["layout"])
         report = (progress, progress_interval, out, progress != "none" if summary is None else summary)
         return _fill(path, meta, model, composite, src, settings, layout, executor, workers, ray_address, threads,
-                     device, report)  # fmt: skip
+                     device, report, runner)  # fmt: skip
     finally:
         lock.release()
         if created and not (path / "zarr.json").exists():
@@ -357,6 +358,7 @@ def _fill(
     threads: int | None,
     device: str | None,
     report: tuple[str, float, TextIO, bool],
+    runner: Any = None,
 ) -> RelevanceStore:
     """Run the executor on the pending blocks, record the run, summarise; the caller holds the lock."""
     progress, progress_interval, out, summary = report
@@ -381,7 +383,7 @@ def _fill(
     ctx = RunContext(
         model=model, composite=composite, source=source, settings=settings, layout=layout, path=path,
         blocks=blocks, stats=stats, progress=reporter, stop=stop, workers=workers, threads=threads,
-        ray_address=ray_address, device=device,
+        ray_address=ray_address, device=device, runner=runner,
     )  # fmt: skip
     outcome = "complete"
     try:

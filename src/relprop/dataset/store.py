@@ -271,23 +271,26 @@ class StoreWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._group: Any = None
+        self._arrays: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_group": None}
+        return {"path": self.path, "_arrays": {}}
+
+    def _array(self, name: str) -> Any:
+        # Opening an array reads and parses its zarr.json: done once per array and process, not per block.
+        array = self._arrays.get(name)
+        if array is None:
+            import zarr
+
+            array = self._arrays[name] = zarr.open_array(str(self.path / name), mode="r+")
+        return array
 
     def write(self, result: BlockResult) -> None:
         """Write one block; its status chunk goes last, which commits it."""
-        import zarr
-
-        if self._group is None:
-            self._group = zarr.open_group(str(self.path), mode="r+")
         rows = slice(result.start, result.stop)
-        for name, values in result.arrays.items():
-            self._group[name][rows] = values
-        for name, values in result.table.items():
-            self._group[name][rows] = values
-        self._group["status"][rows] = result.status
+        for name, values in (*result.arrays.items(), *result.table.items()):
+            self._array(name)[rows] = values
+        self._array("status")[rows] = result.status
 
 
 # -- reading ---------------------------------------------------------------------------------------
