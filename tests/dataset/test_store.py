@@ -116,6 +116,11 @@ def test_read_api(digits_store: Path) -> None:
         store.relevance[360]
 
 
+def test_the_source_reopens_from_the_metadata(digits_store: Path) -> None:
+    source = RelevanceStore(digits_store).source()
+    assert len(source) == 360 and source.load(9).path == "digits[9]"
+
+
 def test_a_store_with_other_settings_is_refused_unless_told(digits_store: Path) -> None:
     RelevanceStore(digits_store, expect={"composite": "epsilon-gamma-box"}, model=load_digits_model())
     with pytest.raises(ConfigurationError) as info:

@@ -117,6 +117,17 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+def _put(ray: Any, value: Any, what: str) -> Any:
+    """``ray.put(value)``, or a one-line error when it cannot be sent to the workers."""
+    try:
+        return ray.put(value)
+    except Exception as exc:  # pickling errors come as many types (TypeError, PicklingError, AttributeError ...)
+        raise ConfigurationError(
+            f"{what} cannot be sent to Ray workers ({type(exc).__name__}: {first_line(exc)}); make it picklable "
+            "(define classes at module level) or run without --ray."
+        ) from None
+
+
 class _Pool:
     """The actors, replaced one by one when they die; tracks the blocks each has in hand."""
 
@@ -128,8 +139,8 @@ class _Pool:
             resources["num_gpus"] = 1
         self.actor_class = ray.remote(**resources)(BlockActor)
         self.args = (
-            ray.put(ctx.model), ctx.composite, ray.put(ctx.source), ctx.settings, ctx.layout, ctx.path,
-            ctx.threads or 1, ctx.device,
+            _put(ray, ctx.model, "the model"), ctx.composite, _put(ray, ctx.source, "the source"), ctx.settings,
+            ctx.layout, ctx.path, ctx.threads or 1, ctx.device,
         )  # fmt: skip
         self.actors = [self._new() for _ in range(ctx.workers)]
         self.generation = [0] * ctx.workers

@@ -397,7 +397,10 @@ def _fill(
     finally:
         reporter.close()
         stats.finished = stats.started + stats.seconds
-        pending = _pending_blocks(path, layout)
+        try:
+            pending = _pending_blocks(path, layout)
+        except OSError:  # the store became unreadable: the run's own error says more
+            pending = list(blocks)
         meta["state"] = "complete" if not pending else "interrupted"
         meta["runs"] = [*meta.get("runs", []), {**run_record, **stats.record(), "outcome": outcome, **ctx.info}]
         _save(path, meta, quiet=outcome == "failed")

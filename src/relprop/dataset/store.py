@@ -508,6 +508,24 @@ class RelevanceStore:
             keep &= np.asarray(self._group[by][:]) == int(class_)
         return np.flatnonzero(keep)
 
+    def source(self, preprocess: Any = None) -> Any:
+        """Open the source the store was made from again (inputs for analyses that need them).
+
+        Works for sources named by a spec (``digits``, a folder, an array file,
+        ``package.module:name``) that are still where they were; ``preprocess`` as when the
+        store was written (image folders). The length must match the store's.
+        """
+        from .sources import open_source
+
+        record = self.metadata["source"]
+        opened = open_source(str(record["location"]), preprocess)
+        if len(opened) != len(self):
+            raise StoreError(
+                f"source {record['location']} now has {len(opened)} samples, the store {self.path} was made from "
+                f"{len(self)}; it changed since"
+            )
+        return opened
+
     def failures(self) -> list[tuple[int, str, str]]:
         """``(index, source path, reason)`` of every failed sample."""
         failed = self.indices(status="failed")
