@@ -35,6 +35,7 @@ def test_two_ray_workers_fill_the_store_and_a_dead_workers_chunk_is_redone(
     assert "note: a Ray worker died; chunk 3 is redone by a new worker" in out.getvalue()
     run = store.metadata["runs"][-1]
     assert run["executor"] == "ray" and run["redone_chunks"] >= 1 and run["outcome"] == "complete"
+    assert run["cpu_seconds"] > 0 and run["startup_seconds"] > 0
     assert len(run["workers"]) == 2 and len(set(run["workers"])) == 2
     with torch_threads(1):  # the workers' thread count: same batches, same threads, same numbers
         expected = digits_reference(batch_size=16)

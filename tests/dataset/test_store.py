@@ -94,6 +94,7 @@ def test_metadata_records_model_settings_source_and_versions(digits_store: Path)
                               "classes": [str(c) for c in range(10)]}  # fmt: skip
     assert set(meta["versions"]) == {"relprop", "torch", "zarr"} and meta["versions"]["torch"] == torch.__version__
     assert meta["runs"][0]["explained"] == 360 and meta["runs"][0]["outcome"] == "complete"
+    assert meta["runs"][0]["cpu_seconds"] > 0
 
 
 def test_read_api(digits_store: Path) -> None:

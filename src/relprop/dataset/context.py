@@ -80,8 +80,9 @@ class RunContext:
     runner: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    def committed(self, explained: int, failures: list[tuple[int, str]]) -> None:
-        """Count a committed block and show progress."""
+    def committed(self, explained: int, failures: list[tuple[int, str]], cpu_seconds: float = 0.0) -> None:
+        """Count a committed block (and the worker CPU time it took, if known) and show progress."""
+        self.stats.cpu_seconds += cpu_seconds
         self.stats.explained += explained
         self.stats.failed += len(failures)
         self.stats.failures.extend(failures)

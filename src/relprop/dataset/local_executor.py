@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +49,12 @@ def run_local(ctx: RunContext) -> None:
     before = torch.get_num_threads()
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
+    cpu = time.process_time()
     try:
         _pipeline(ctx)
     finally:
         torch.set_num_threads(before)
+        ctx.stats.cpu_seconds += time.process_time() - cpu
 
 
 def _pipeline(ctx: RunContext) -> None:

@@ -34,6 +34,7 @@ class RunStats:
     failed: int = 0
     failures: list[tuple[int, str]] = field(default_factory=list)
     redone_chunks: int = 0
+    cpu_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -61,6 +62,9 @@ class RunStats:
             "seconds": round(self.seconds, 3),
             "samples_per_second": round(self.rate, 3),
             "redone_chunks": self.redone_chunks,
+            # CPU time of the worker processes: on a shared machine it shows the cost per sample
+            # that a dedicated core would deliver (samples / cpu_seconds per core).
+            "cpu_seconds": round(self.cpu_seconds, 3),
         }
 
 

@@ -80,11 +80,12 @@ class BlockActor:
         node = ray.get_runtime_context().get_node_id()
         return f"{os.getpid()}@{socket.gethostname()} node={node[:12]}"
 
-    def run(self, block: int) -> tuple[int, list[tuple[int, str]]]:
-        """Explain, write and commit ``block``; return (explained, failures)."""
+    def run(self, block: int) -> tuple[int, list[tuple[int, str]], float]:
+        """Explain, write and commit ``block``; return (explained, failures, CPU seconds of this process)."""
+        cpu = time.process_time()
         result = self.work(block)
         self.writer.write(result)
-        return result.ok, result.failures
+        return result.ok, result.failures, time.process_time() - cpu
 
 
 def _start(ray: Any, ctx: RunContext) -> bool:
@@ -214,7 +215,7 @@ def _schedule(ray: Any, ctx: RunContext, pool: _Pool) -> None:
             if pool.generation[slot] == generation:
                 pool.load[slot] -= 1
             try:
-                explained, failures = ray.get(ref)
+                explained, failures, cpu_seconds = ray.get(ref)
             except ray.exceptions.RayActorError:
                 attempts[block] = attempts.get(block, 0) + 1
                 if attempts[block] >= _MAX_ATTEMPTS:
@@ -234,4 +235,4 @@ def _schedule(ray: Any, ctx: RunContext, pool: _Pool) -> None:
                 if isinstance(cause, ConfigurationError | StoreError):
                     raise cause from None
                 raise StoreError(f"a Ray worker failed on chunk {block} ({first_line(cause)})") from None
-            ctx.committed(explained, failures)
+            ctx.committed(explained, failures, cpu_seconds)
