@@ -140,8 +140,8 @@ def explain_dataset_command(
         raise UserError("--resume continues a store and --force replaces it; pass one of them")
     class_target, top = _target(target)
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
-    given = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
-    given = {k: v for k, v in given.items() if v is not None}
+    flags: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
+    given = {k: v for k, v in flags.items() if v is not None}
     for key, text in (("low", low), ("high", high)):
         values = parse_floats(text, f"--{key}")
         if values is not None:

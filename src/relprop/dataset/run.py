@@ -37,6 +37,7 @@ from .store import (
     create_store,
     downsampled_shape,
     read_metadata,
+    read_status,
     write_metadata,
 )
 from .work import make_runner, probe
@@ -256,10 +257,7 @@ def _existing(path: Path, resume: bool, overwrite: bool) -> dict[str, Any] | Non
 
 
 def _done(path: Path) -> int:
-    import zarr
-
-    status = np.asarray(zarr.open_group(str(path), mode="r")["status"][:])
-    return int((status != PENDING).sum())
+    return int((read_status(path) != PENDING).sum())
 
 
 def _layout(samples: int, found: Any, settings: RunSettings, chunk_size: int | None) -> StoreLayout:
@@ -337,9 +335,7 @@ def _sweep_partial_files(path: Path) -> None:
 
 
 def _pending_blocks(path: Path, layout: StoreLayout) -> list[int]:
-    import zarr
-
-    status = np.asarray(zarr.open_group(str(path), mode="r")["status"][:])
+    status = read_status(path)
     pending = np.flatnonzero(status == PENDING)
     return sorted({int(i) // layout.chunk_size for i in pending})
 

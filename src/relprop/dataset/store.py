@@ -65,6 +65,7 @@ __all__ = [
     "create_store",
     "downsample",
     "downsampled_shape",
+    "read_status",
 ]
 
 FORMAT = "relprop-dataset/1"
@@ -229,6 +230,14 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return dict(meta)
 
 
+def read_status(path: Path) -> np.ndarray:
+    """The per-sample status array of the store at ``path``."""
+    import zarr
+
+    group: Any = zarr.open_group(str(path), mode="r")
+    return np.asarray(group["status"][:])
+
+
 def write_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
     """Replace the store's metadata record (only the run holding the lock does this)."""
     import zarr
@@ -387,7 +396,7 @@ class RelevanceStore:
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
         self.layout = StoreLayout.from_record(self.metadata["layout"])
-        self._group = zarr.open_group(str(self.path), mode="r")
+        self._group: Any = zarr.open_group(str(self.path), mode="r")
         self.relevance = SampleArray(self._group["relevance"], "relevance")
         self.downsampled = SampleArray(self._group["downsampled"], "downsampled")
         self.output = SampleArray(self._group["output"], "output")
