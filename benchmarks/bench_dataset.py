@@ -282,7 +282,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="overhead,ray,cluster", help="overhead, ray, cluster (comma-separated)")
     parser.add_argument("--models", default="digits,resnet50")
-    parser.add_argument("--digits-samples", type=int, default=3600)
+    parser.add_argument("--digits-samples", type=int, default=18000)
     parser.add_argument("--resnet-samples", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the local runs")

@@ -63,9 +63,11 @@ def _run_local(ctx: RunContext) -> None:
 EXECUTORS: dict[str, Executor] = {"local": _run_local, "ray": _run_ray}
 # Settings a resumed run must share with the store (keys of the settings record), then model and source.
 _SOURCE_KEYS = ("kind", "location", "length")
-# Bytes of relevance a committed chunk aims at (it is written in one piece per array).
+# Bytes of relevance a committed chunk aims at (it is written in one piece per array), and at most this many
+# samples: each array write costs about a millisecond of CPU whatever its size, so small samples (8×8 digits)
+# need large chunks for the writer to stay a few per cent of the explainer's CPU time.
 _CHUNK_BYTES = 64 * 2**20
-_CHUNK_SAMPLES = 256
+_CHUNK_SAMPLES = 1024
 
 
 def register_executor(name: str, executor: Executor) -> None:
@@ -74,7 +76,7 @@ def register_executor(name: str, executor: Executor) -> None:
 
 
 def default_chunk_size(batch_size: int, sample_bytes: int) -> int:
-    """Samples per committed chunk: a multiple of ``batch_size`` near 256 samples or 64 MiB of relevance."""
+    """Samples per committed chunk: a multiple of ``batch_size`` near 1024 samples or 64 MiB of relevance."""
     target = max(1, min(_CHUNK_SAMPLES, _CHUNK_BYTES // max(1, sample_bytes)))
     return max(1, round(target / batch_size)) * batch_size
 
@@ -129,7 +131,7 @@ def explain_dataset(
     batch_size
         Samples per explainer call (default 32; a resumed run uses the store's).
     chunk_size
-        Samples per committed chunk, a multiple of ``batch_size`` (default: near 256 samples
+        Samples per committed chunk, a multiple of ``batch_size`` (default: near 1024 samples
         or 64 MiB of relevance). Ctrl-C and resume work at this granularity.
     layers, layer_reduce
         Module paths whose output relevance is stored too; ``"channels"`` (default) keeps one
