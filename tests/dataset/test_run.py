@@ -212,7 +212,7 @@ def test_ctrl_c_stops_after_the_chunk_in_flight_and_resume_finishes(tmp_path: Pa
     first_pending = committed_blocks.index(False) * 48
     group = zarr.open_group(str(path), mode="r+")
     group["relevance"][first_pending : first_pending + 48] = 123.0
-    group["score"][first_pending : first_pending + 48] = -1.0
+    group["ledger"][first_pending : first_pending + 48] = -1.0
     _run(path, relprop.dataset.TorchDatasetSource(SlowDigits(0.0), name="digits-ds"), resume=True)
     full = tmp_path / "full.zarr"
     _run(full, relprop.dataset.TorchDatasetSource(SlowDigits(0.0), name="digits-ds"))

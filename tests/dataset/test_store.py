@@ -57,7 +57,7 @@ def digits_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_small_samples_are_chunked_by_block_and_files_stay_few(digits_store: Path) -> None:
     group = zarr.open_group(str(digits_store), mode="r")
     assert group["relevance"].shape == (360, 1, 8, 8)
-    for name in ("relevance", "status", "score", "label", "error", "output", "downsampled"):
+    for name in ("relevance", "status", "ledger", "classes", "error", "output", "downsampled"):
         assert group[name].chunks[0] == 48, name
     files = [p for p in (digits_store / "relevance").rglob("*") if p.is_file() and p.name != "zarr.json"]
     assert len(files) == 8  # 360 samples in blocks of 48
@@ -115,6 +115,11 @@ def test_read_api(digits_store: Path) -> None:
     assert store.counts() == {"pending": 0, "ok": 360, "failed": 0} and store.failures() == []
     with pytest.raises(IndexError, match="sample 360 is out of range for relevance with 360 samples"):
         store.relevance[360]
+    np.testing.assert_array_equal(store.column("label"), table["label"])
+    assert zarr.open_group(str(digits_store), mode="r")["ledger"].attrs["columns"] == [
+        "score", "input_relevance", "absorbed", "residual"]  # fmt: skip
+    with pytest.raises(ConfigurationError, match="unknown column 'colour'; the columns are source_index, source_path"):
+        store.column("colour")
 
 
 def test_the_source_reopens_from_the_metadata(digits_store: Path) -> None:

@@ -12,9 +12,15 @@ Layout (``N`` samples, ``B`` samples per committed chunk, Zarr format 3)::
       layers/<module path>   (N, C) float32 with layer_reduce="channels", else (N, *module output)
       status                 (N,) uint8    0 pending, 1 ok, 2 failed
       error                  (N,) str      why a sample failed
-      source_index, label, target, prediction        (N,) int64 (-1: none)
-      source_path            (N,) str
-      score, input_relevance, absorbed, residual     (N,) float64: the ledger summary
+      source_index           (N,) int64    the sample's index in the source (written by its worker)
+      source_path            (N,) str      where it came from
+      classes                (N, 3) int64  label, target (explained class), prediction; -1: none
+      ledger                 (N, 4) float64  score, input_relevance, absorbed, residual
+
+``classes`` and ``ledger`` keep several per-sample numbers in one array (their column names
+are in the array's attributes) because every array costs a write per block: fewer arrays keep
+the writer at a few per cent of the explainer's time on small models.
+:meth:`RelevanceStore.table` returns every column by name.
 
 Chunking: an array with more than 4096 values per sample (relevance and inputs of images,
 whole layer maps) has one sample per chunk row, so one sample is read without reading
@@ -53,37 +59,64 @@ from .lock import lock_holder
 from .settings import first_difference, jsonable, model_identity
 
 __all__ = [
+    "CLASS_COLUMNS",
+    "COLUMNS",
     "FAILED",
     "FORMAT",
+    "LEDGER_COLUMNS",
     "OK",
     "PENDING",
+    "TABLE",
     "BlockResult",
     "RelevanceStore",
     "SampleArray",
     "StoreLayout",
     "StoreWriter",
+    "column",
     "create_store",
     "downsample",
     "downsampled_shape",
+    "new_table",
     "read_status",
 ]
 
 FORMAT = "relprop-dataset/1"
 PENDING, OK, FAILED = 0, 1, 2
 STATUS_NAMES = {"pending": PENDING, "ok": OK, "failed": FAILED}
-#: Per-sample table columns: name → (numpy dtype, value of pending or failed samples).
-TABLE: dict[str, tuple[Any, Any]] = {
-    "source_index": (np.int64, -1),
-    "source_path": (str, ""),
-    "label": (np.int64, -1),
-    "target": (np.int64, -1),
-    "prediction": (np.int64, -1),
-    "score": (np.float64, np.nan),
-    "input_relevance": (np.float64, np.nan),
-    "absorbed": (np.float64, np.nan),
-    "residual": (np.float64, np.nan),
-    "error": (str, ""),
+LEDGER_COLUMNS = ("score", "input_relevance", "absorbed", "residual")
+CLASS_COLUMNS = ("label", "target", "prediction")
+#: The small per-sample arrays: name → (numpy dtype, value of pending or failed samples, column names of a
+#: 2-D array or ``None`` for a 1-D one).
+TABLE: dict[str, tuple[Any, Any, tuple[str, ...] | None]] = {
+    "source_index": (np.int64, -1, None),
+    "source_path": (str, "", None),
+    "error": (str, "", None),
+    "classes": (np.int64, -1, CLASS_COLUMNS),
+    "ledger": (np.float64, np.nan, LEDGER_COLUMNS),
 }
+#: Column name → (array, position in it or ``None``).
+COLUMNS: dict[str, tuple[str, int | None]] = {
+    column: (name, k if columns else None)
+    for name, (_, _, columns) in TABLE.items()
+    for k, column in enumerate(columns or (name,))
+}
+
+
+def new_table(n: int) -> dict[str, np.ndarray]:
+    """The small arrays of ``n`` samples, filled with the values of pending samples."""
+    table = {}
+    for name, (dtype, fill, columns) in TABLE.items():
+        shape = (n,) if columns is None else (n, len(columns))
+        table[name] = np.full(shape, fill, dtype=object if dtype is str else dtype)
+    return table
+
+
+def column(table: Mapping[str, Any], name: str) -> Any:
+    """Column ``name`` of a table of arrays (a view that can be assigned to, or the zarr array's selection)."""
+    array, position = COLUMNS[name]
+    return table[array] if position is None else table[array][:, position]
+
+
 # Arrays of at most this many values per sample are chunked by block; larger ones one sample per chunk.
 _SMALL = 4096
 
@@ -209,8 +242,11 @@ def create_store(path: Path, layout: StoreLayout, metadata: Mapping[str, Any]) -
         group.create_array(
             name, shape=(n, *shape), dtype=dtype, fill_value=np.nan, compressors=None, **_chunking(shape, block)
         )
-    for name, (dtype, fill) in TABLE.items():
-        group.create_array(name, shape=(n,), chunks=(block,), dtype=dtype, fill_value=fill)
+    for name, (dtype, fill, columns) in TABLE.items():
+        width = () if columns is None else (len(columns),)
+        array = group.create_array(name, shape=(n, *width), chunks=(block, *width), dtype=dtype, fill_value=fill)
+        if columns is not None:
+            array.attrs["columns"] = list(columns)
     group.create_array("status", shape=(n,), chunks=(block,), dtype=np.uint8, fill_value=PENDING)
     group.attrs["relprop"] = jsonable(dict(metadata))
 
@@ -269,7 +305,8 @@ class BlockResult:
     def failures(self) -> list[tuple[int, str]]:
         """``(sample index, reason)`` of the failed samples."""
         failed = np.flatnonzero(self.status == FAILED)
-        return [(self.start + int(i), str(self.table["error"][i])) for i in failed]
+        errors = column(self.table, "error")
+        return [(self.start + int(i), str(errors[i])) for i in failed]
 
 
 class StoreWriter:
@@ -495,12 +532,24 @@ class RelevanceStore:
             )
         return SampleArray(self._group[f"layers/{name}"], f"layers/{name}")
 
+    def column(self, name: str) -> np.ndarray:
+        """One per-sample column (``label``, ``target``, ``score``, ``source_path`` ... see :data:`COLUMNS`)."""
+        if name not in COLUMNS:
+            raise ConfigurationError(f"unknown column {name!r}; the columns are {', '.join(COLUMNS)}.")
+        array, position = COLUMNS[name]
+        values = np.asarray(self._group[array][:])
+        values = values if position is None else values[:, position]
+        return _strings(values) if TABLE[array][0] is str else values
+
     def table(self) -> dict[str, np.ndarray]:
-        """Per-sample columns as a dict of NumPy arrays (``index``, ``status`` and :data:`TABLE`'s columns)."""
+        """Every per-sample column as a dict of NumPy arrays: ``index``, ``status`` and :data:`COLUMNS`."""
         table: dict[str, np.ndarray] = {"index": np.arange(len(self)), "status": self.status()}
-        for name, (dtype, _) in TABLE.items():
+        for name, (dtype, _, columns) in TABLE.items():
             values = np.asarray(self._group[name][:])
-            table[name] = _strings(values) if dtype is str else values
+            if columns is None:
+                table[name] = _strings(values) if dtype is str else values
+            else:
+                table.update({c: values[:, k] for k, c in enumerate(columns)})
         return table
 
     def indices(self, class_: int | None = None, *, by: str = "target", status: str | None = "ok") -> np.ndarray:
@@ -514,7 +563,7 @@ class RelevanceStore:
         if status is not None:
             keep &= self.status() == STATUS_NAMES[status]
         if class_ is not None:
-            keep &= np.asarray(self._group[by][:]) == int(class_)
+            keep &= self.column(by) == int(class_)
         return np.flatnonzero(keep)
 
     def source(self, preprocess: Any = None) -> Any:
@@ -538,8 +587,7 @@ class RelevanceStore:
     def failures(self) -> list[tuple[int, str, str]]:
         """``(index, source path, reason)`` of every failed sample."""
         failed = self.indices(status="failed")
-        paths = _strings(np.asarray(self._group["source_path"][:]))
-        errors = _strings(np.asarray(self._group["error"][:]))
+        paths, errors = self.column("source_path"), self.column("error")
         return [(int(i), str(paths[i]), str(errors[i])) for i in failed]
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from .settings import RunSettings
 from .sources import Sample, SampleError, Source
-from .store import FAILED, OK, TABLE, BlockResult, StoreLayout, downsample
+from .store import FAILED, LEDGER_COLUMNS, OK, BlockResult, StoreLayout, column, downsample, new_table
 
 __all__ = ["BlockExplainer", "LoadedBlock", "Probe", "make_runner", "probe"]
 
@@ -134,7 +134,7 @@ class BlockExplainer:
         """Explain the loaded samples in batches and return the block's rows."""
         n = loaded.stop - loaded.start
         arrays = {name: np.full((n, *shape), np.nan, dtype=dtype) for name, (shape, dtype) in self._arrays.items()}
-        table = {name: np.full(n, fill, dtype=object if kind is str else kind) for name, (kind, fill) in TABLE.items()}
+        table = new_table(n)
         table["source_index"][:] = np.arange(loaded.start, loaded.stop)
         status = np.full(n, FAILED, dtype=np.uint8)
         ready: list[tuple[int, Sample]] = []
@@ -142,7 +142,7 @@ class BlockExplainer:
             if isinstance(sample, str):
                 table["source_path"][row], table["error"][row] = _path_of(sample), sample
                 continue
-            table["source_path"][row], table["label"][row] = sample.path, sample.label
+            table["source_path"][row], column(table, "label")[row] = sample.path, sample.label
             problem = self._unusable(sample)
             if problem:
                 table["error"][row] = problem
@@ -213,17 +213,16 @@ class BlockExplainer:
             values[f"layers/{name}"] = layers[name].detach().cpu().float()
         for name, value in values.items():
             arrays[name][rows] = value.numpy()
-        table["target"][rows] = result.target.cpu().numpy()
-        table["prediction"][rows] = output.argmax(1).numpy() if output.dim() == 2 else -1
-        for name in ("score", "input_relevance", "absorbed", "residual"):
-            table[name][rows] = getattr(ledger, name).detach().cpu().double().numpy()
+        column(table, "target")[rows] = result.target.cpu().numpy()
+        column(table, "prediction")[rows] = output.argmax(1).numpy() if output.dim() == 2 else -1
+        for name in LEDGER_COLUMNS:
+            column(table, name)[rows] = getattr(ledger, name).detach().cpu().double().numpy()
         status[rows] = OK
         bad = rows[~finite.numpy()]
         for name in arrays:
             arrays[name][bad] = np.nan
-        for name in ("score", "input_relevance", "absorbed", "residual"):
-            table[name][bad] = np.nan
-        table["target"][bad] = table["prediction"][bad] = -1
+        table["ledger"][bad] = np.nan
+        column(table, "target")[bad] = column(table, "prediction")[bad] = -1
         table["error"][bad] = "the explanation is not finite (NaN or Inf); try a larger epsilon"
         status[bad] = FAILED
 
