@@ -43,7 +43,7 @@ def test_options_reach_the_store(tmp_path: Path) -> None:
     settings = store.settings
     assert (settings["composite"], settings["params"], settings["target"]) == ("epsilon", {"epsilon": 0.25}, "label")
     assert settings["dtype"] == "float16" and store.relevance.dtype == np.float16 and store.inputs is not None
-    assert settings["batch_size"] == 32 and store.layout.chunk_size == 1024
+    assert settings["batch_size"] == 32 and store.layout.chunk_size == 2048
     np.testing.assert_array_equal(store.table()["target"], digits_test_set().labels.numpy())
 
 

@@ -67,7 +67,7 @@ _SOURCE_KEYS = ("kind", "location", "length")
 # samples: each array write costs about a millisecond of CPU whatever its size, so small samples (8×8 digits)
 # need large chunks for the writer to stay a few per cent of the explainer's CPU time.
 _CHUNK_BYTES = 64 * 2**20
-_CHUNK_SAMPLES = 1024
+_CHUNK_SAMPLES = 2048
 
 
 def register_executor(name: str, executor: Executor) -> None:
@@ -76,7 +76,7 @@ def register_executor(name: str, executor: Executor) -> None:
 
 
 def default_chunk_size(batch_size: int, sample_bytes: int) -> int:
-    """Samples per committed chunk: a multiple of ``batch_size`` near 1024 samples or 64 MiB of relevance."""
+    """Samples per committed chunk: a multiple of ``batch_size`` near 2048 samples or 64 MiB of relevance."""
     target = max(1, min(_CHUNK_SAMPLES, _CHUNK_BYTES // max(1, sample_bytes)))
     return max(1, round(target / batch_size)) * batch_size
 
@@ -131,7 +131,7 @@ def explain_dataset(
     batch_size
         Samples per explainer call (default 32; a resumed run uses the store's).
     chunk_size
-        Samples per committed chunk, a multiple of ``batch_size`` (default: near 1024 samples
+        Samples per committed chunk, a multiple of ``batch_size`` (default: near 2048 samples
         or 64 MiB of relevance). Ctrl-C and resume work at this granularity.
     layers, layer_reduce
         Module paths whose output relevance is stored too; ``"channels"`` (default) keeps one
