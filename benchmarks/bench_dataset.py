@@ -14,6 +14,10 @@ Run ``python benchmarks/bench_dataset.py`` (``--help`` for the sizes). Three par
     start-up (Ray workers load torch and the model) being a fixed cost per run. The runs
     alternate; the 1-worker and 2-worker stores must be identical. Target: 2 workers ≥ 1.7×
     one worker on a CPU-bound model.
+``waiting``
+    The same with a source whose samples take 0.1 s each to load (as from a slow network
+    file system): the workers mostly wait, so 2 workers should give 2× whatever else the
+    machine runs. This checks that the executor keeps its workers busy in parallel.
 ``cluster``
     A 2-node Ray cluster on this machine (two ``ray start`` processes on 127.0.0.1, one CPU
     each) joined by ``relprop explain-dataset --ray ADDRESS`` in a subprocess; one worker
@@ -135,7 +139,7 @@ def _same_arrays(a: Path, b: Path) -> bool:
     left, right = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
     return all(
         np.array_equal(np.asarray(left[k][:]), np.asarray(right[k][:]), equal_nan=True)
-        for k in ("relevance", "output", "score", "downsampled")
+        for k in ("relevance", "output", "ledger", "classes", "downsampled")
     )
 
 
@@ -174,6 +178,51 @@ def ray_scaling(models: list[str], samples: dict[str, int], rounds: int, work: P
     finally:
         ray.shutdown()
     return rows
+
+
+class _WaitingSource:
+    """128 digits, each taking ``delay`` seconds to load (pickled by value to the Ray workers)."""
+
+    def __init__(self, delay: float) -> None:
+        from relprop.models import digits_test_set
+
+        test = digits_test_set()
+        self.images, self.labels, self.delay = test.images[:128], test.labels[:128], delay
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        time.sleep(self.delay)
+        return self.images[index], int(self.labels[index])
+
+
+def waiting(rounds: int, work: Path) -> list[dict[str, Any]]:
+    import ray
+
+    from relprop.dataset import TorchDatasetSource, explain_dataset
+    from relprop.models import load_digits_model
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "src")}})  # fmt: skip
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    try:
+        for round_index in range(rounds):
+            for workers in (1, 2) if round_index % 2 == 0 else (2, 1):
+                path = work / f"waiting-{workers}.zarr"
+                shutil.rmtree(path, ignore_errors=True)
+                store = explain_dataset(load_digits_model(), TorchDatasetSource(_WaitingSource(0.1), name="waiting"),
+                                        path, executor="ray", workers=workers, batch_size=16, chunk_size=16,
+                                        progress="none", low=0.0, high=1.0)  # fmt: skip
+                run = store.metadata["runs"][-1]
+                rates[workers].append(run["explained"] / (run["seconds"] - run["startup_seconds"]))
+            print(f"  waiting round {round_index + 1}: 1 worker {rates[1][-1]:.1f}/s, 2 workers {rates[2][-1]:.1f}/s",
+                  file=sys.stderr)  # fmt: skip
+    finally:
+        ray.shutdown()
+    speedups = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
+    return [{"samples": 128, "delay_s": 0.1, "rate_1": statistics.median(rates[1]),
+             "rate_2": statistics.median(rates[2]), "speedup": statistics.median(speedups)}]  # fmt: skip
 
 
 def cluster(models: list[str], samples: dict[str, int], work: Path) -> list[dict[str, Any]]:
@@ -267,6 +316,12 @@ def _markdown(results: dict[str, Any]) -> str:
                        f"{r['speedup']:.2f}× | {r['per_cpu_1']:.2f} / {r['per_cpu_2']:.2f} | "
                        f"{r['startup_1_s']:.1f} s / {r['startup_2_s']:.1f} s | {r['stores_identical']} |")  # fmt: skip
         out.append("")
+    if results.get("waiting"):
+        out += ["| source | 1 worker | 2 workers (ideal 2×) | speed-up |", "|---|---|---|---|"]
+        for r in results["waiting"]:
+            out.append(f"| 128 digits, {r['delay_s']} s to load each | {r['rate_1']:.2f}/s | {r['rate_2']:.2f}/s | "
+                       f"{r['speedup']:.2f}× |")  # fmt: skip
+        out.append("")
     if results.get("cluster"):
         out += ["| model | samples | nodes used | samples/s | per worker CPU-second | worker start-up |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
@@ -282,7 +337,8 @@ def _markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="overhead,ray,cluster", help="overhead, ray, cluster (comma-separated)")
+    parser.add_argument("--parts", default="overhead,ray,waiting,cluster",
+                        help="overhead, ray, waiting, cluster (comma-separated)")  # fmt: skip
     parser.add_argument("--models", default="digits,resnet50")
     parser.add_argument("--digits-samples", type=int, default=18000)
     parser.add_argument("--resnet-samples", type=int, default=64)
@@ -312,6 +368,8 @@ def main() -> None:
             results["overhead"] = overhead(models, samples, args.rounds, work)
         if "ray" in parts:
             results["ray"] = ray_scaling(models, samples, args.rounds, work)
+        if "waiting" in parts:
+            results["waiting"] = waiting(args.rounds, work)
         if "cluster" in parts:
             results["cluster"] = cluster(models, samples, work)
     results["machine"]["load_average_after"] = os.getloadavg()

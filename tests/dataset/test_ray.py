@@ -19,6 +19,7 @@ from .slowdata import DieOnce
 from .support import BOUNDS, ROOT, TESTS, assert_store_equals, digits_reference, torch_threads
 
 
+@pytest.mark.heavy  # 35-40 s on the shared 2-core machine: Ray's start, three worker processes, its shutdown
 def test_two_ray_workers_fill_the_store_and_a_dead_workers_chunk_is_redone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -44,7 +45,7 @@ def test_two_ray_workers_fill_the_store_and_a_dead_workers_chunk_is_redone(
     assert RelevanceStore(store.path).state == "complete"
 
 
-@pytest.mark.heavy
+@pytest.mark.heavy  # about 100 s here: two `ray start` nodes, a CLI run joining them
 def test_the_command_line_joins_a_two_node_cluster(tmp_path: Path) -> None:
     import subprocess
     import sys
