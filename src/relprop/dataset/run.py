@@ -189,27 +189,19 @@ def explain_dataset(
     identity = model_identity(model, model_name)
     out = stream or sys.stderr
     created = not path.exists()
-    lock = _prepare_folder(path, resume, overwrite)
+    lock = _prepare_folder(path)
     try:
         note = lock.acquire()
         if note:
             out.write(f"note: {note}\n")
         meta = _existing(path, resume, overwrite)
-        runner = None
         if meta is None:
             settings = RunSettings(batch_size=batch_size or 32, **request)  # type: ignore[arg-type]
-            runner = make_runner(model, settings, composite)
-            found = probe(runner, src, settings)
-            layout = _layout(len(src), found, settings, chunk_size)
-            meta = _new_metadata(settings, layout, identity, src)
-            try:
-                create_store(path, layout, meta)
-            except OSError as exc:
-                raise write_error(path, exc) from None
+            meta, layout, runner = _create(path, model, composite, src, settings, identity, chunk_size)
         else:
             settings = RunSettings(batch_size=batch_size or int(meta["settings"]["batch_size"]), **request)  # type: ignore[arg-type]
             _check_resume(path, meta, settings, identity, src, chunk_size)
-            layout = StoreLayout.from_record(meta["layout"])
+            layout, runner = StoreLayout.from_record(meta["layout"]), None
         report = (progress, progress_interval, out, progress != "none" if summary is None else summary)
         return _fill(path, meta, model, composite, src, settings, layout, executor, workers, ray_address, threads,
                      device, report, runner)  # fmt: skip
@@ -219,7 +211,7 @@ def explain_dataset(
             shutil.rmtree(path, ignore_errors=True)  # a run that failed before creating the store leaves nothing
 
 
-def _prepare_folder(path: Path, resume: bool, overwrite: bool) -> StoreLock:
+def _prepare_folder(path: Path) -> StoreLock:
     """Make sure the store folder exists (so its lock can be taken) and is not someone else's folder."""
     if path.exists() and not path.is_dir():
         raise StoreError(f"--out {path} is a file; the store is a folder, choose another path")
@@ -256,6 +248,27 @@ def _existing(path: Path, resume: bool, overwrite: bool) -> dict[str, Any] | Non
             "--force to replace it"
         )
     return meta
+
+
+def _create(
+    path: Path,
+    model: nn.Module,
+    composite: str | Composite,
+    source: Source,
+    settings: RunSettings,
+    identity: dict[str, Any],
+    chunk_size: int | None,
+) -> tuple[dict[str, Any], StoreLayout, Any]:
+    """Probe the shapes on the first readable sample and create the store; (metadata, layout, prepared explainer)."""
+    runner = make_runner(model, settings, composite)
+    found = probe(runner, source, settings)
+    layout = _layout(len(source), found, settings, chunk_size)
+    meta = _new_metadata(settings, layout, identity, source)
+    try:
+        create_store(path, layout, meta)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    return meta, layout, runner
 
 
 def _done(path: Path) -> int:
