@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import methods as _methods
 from ..composites import Composite
 from ..engine import Explainer
-from ..engine import explain as explain_fn
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from .settings import RunSettings
@@ -34,9 +34,10 @@ def make_runner(model: nn.Module, settings: RunSettings, composite: str | Compos
     """``(inputs, target) -> Explanation`` for the settings (one prepared Explainer for LRP)."""
     params = dict(settings.params)
     if settings.method != "lrp":
+        method = _methods.get(settings.method)  # what relprop.explain(..., method=...) calls
 
         def run_method(x: Tensor, target: Any) -> Explanation:
-            return explain_fn(model, x, target, method=settings.method, **params)
+            return method(model, x, target, **params)  # type: ignore[no-any-return]
 
         return run_method
     explainer = Explainer(
