@@ -20,6 +20,7 @@ from .errors import (
     ModelStateError,
     NonFiniteError,
     RelpropError,
+    StoreError,
     TargetError,
     UnsupportedOperationError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ModelStateError",
     "NonFiniteError",
     "RelpropError",
+    "StoreError",
     "TargetError",
     "UnsupportedOperationError",
     "__version__",

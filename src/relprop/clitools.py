@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import math
 import os
 import secrets
 import signal
@@ -31,8 +32,11 @@ import click
 __all__ = [
     "Interrupted",
     "UserError",
+    "load_bundle",
+    "model_options",
     "os_error_message",
     "output_names",
+    "parse_floats",
     "prepare_output_folder",
     "refuse_overwrite",
     "remove_temporaries",
@@ -220,3 +224,51 @@ def stopping_quietly() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def parse_floats(text: str | None, option: str, positive: bool = False) -> list[float] | None:
+    """Comma-separated finite numbers (``positive``: each > 0), or ``None`` if the option was not given."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+        kind = "positive finite" if positive else "finite"
+        raise UserError(f"{option} must be {kind} numbers, got {text!r}")
+    return values
+
+
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose and feed a model, shared by every command that loads one."""
+    options = [
+        click.option("--model", "model_spec", default="digits", show_default=True,
+                     help="digits, a torchvision name, timm:NAME, a saved model or TorchScript file, "
+                     "or package.module:factory."),
+        click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT)."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
+        click.option("--input-size", type=click.IntRange(1, 8192), default=None,
+                     help="Input size for models without known preprocessing."),
+        click.option("--mean", default=None,
+                     help="Normalisation mean, comma-separated (models without known preprocessing)."),
+        click.option("--std", default=None, help="Normalisation std, comma-separated."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_bundle(
+    model_spec: str, weights: str | None, device: str, input_size: int | None, mean: str | None, std: str | None
+) -> Any:
+    """Load the model a command's options name, and print what the user should know about it."""
+    from .models.loading import load_model
+
+    bundle = load_model(
+        model_spec, weights, device, input_size=input_size, mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std", positive=True),
+    )  # fmt: skip
+    for note in bundle.notes:
+        click.echo(f"note: {note}", err=True)
+    return bundle

@@ -39,6 +39,10 @@ class NonFiniteError(RelpropError, ArithmeticError):
     """A result holds NaN or Inf (model output, explained score or relevance): never returned as a success."""
 
 
+class StoreError(RelpropError, RuntimeError):
+    """A relevance store cannot be created, written or read as asked (busy, other settings, read-only, full)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty).
 

@@ -1,0 +1,88 @@
+"""A Ray cluster of several nodes on this machine (127.0.0.1), each one a ``ray start --block`` process.
+
+Used by bench_dataset.py and the dataset tests to show the multi-node path: a head node and
+worker nodes, each with its own raylet and CPUs, joined by address exactly as on separate
+machines. Every process runs in its own session, and the cluster is stopped by signalling those
+process groups only (never ``ray stop``, which would stop every Ray instance on the machine).
+The cluster gets its own random authentication token (Ray ≥ 2.59 requires one), passed in the
+environment; the driver that joins it needs the same environment (:attr:`LocalCluster.env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalCluster:
+    """A running cluster: its ``address`` (host:port) and the environment a driver joins it with."""
+
+    address: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]]
+
+
+def _ray(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    ray = str(Path(sys.executable).with_name("ray"))
+    with open(log, "wb") as out:
+        return subprocess.Popen([ray, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _nodes(address: str, env: dict[str, str]) -> int:
+    probe = "import ray; ray.init(address=%r, log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
+    result = subprocess.run([sys.executable, "-c", probe % address], env=env, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
+
+
+@contextlib.contextmanager
+def local_cluster(
+    nodes: int, cpus_per_node: int, pythonpath: str, logs: Path, timeout: float = 180.0
+) -> Iterator[LocalCluster]:
+    """Start ``nodes`` Ray nodes on 127.0.0.1 and stop them afterwards (logs in ``logs``)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=pythonpath, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--disable-usage-stats"]
+    processes = [_ray(env, "start", "--head", f"--port={port}", f"--ray-client-server-port={_free_port()}",
+                      "--include-dashboard=false", *common, log=logs / "head.log")]  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while _nodes(address, env) < 1:
+            if time.monotonic() > deadline or processes[0].poll() is not None:
+                raise RuntimeError(f"the Ray head did not start; see {logs / 'head.log'}")
+            time.sleep(1)
+        for k in range(1, nodes):
+            processes.append(_ray(env, "start", f"--address={address}", *common, log=logs / f"node{k}.log"))
+        while _nodes(address, env) < nodes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only some Ray nodes joined; see the logs in {logs}")
+            time.sleep(1)
+        yield LocalCluster(address, env, processes)
+    finally:
+        for process in reversed(processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(processes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left
+            process.wait(30)
