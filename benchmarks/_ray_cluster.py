@@ -44,16 +44,36 @@ def _ray(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([ray, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _nodes(address: str, env: dict[str, str]) -> int:
+def _accepts(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _nodes(address: str, env: dict[str, str], log: Path) -> int:
+    """Live nodes, or 0 when the cluster does not answer yet.
+
+    A probe can hang rather than fail while the head is still starting on a loaded machine (seen
+    on a 2-core CI runner: "failed to connect to the observability pubsub"), so each probe has
+    its own time limit and a hung one counts as "not ready yet"; its output goes to ``log``.
+    """
     probe = "import ray; ray.init(address=%r, log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
-    result = subprocess.run([sys.executable, "-c", probe % address], env=env, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    try:
+        result = subprocess.run([sys.executable, "-c", probe % address], env=env, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+    except subprocess.TimeoutExpired as hung:
+        log.write_text(f"probe timed out after 60 s\n{hung.stderr!r}\n")
+        return 0
+    log.write_text(result.stdout + result.stderr)
     return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
 
 
 @contextlib.contextmanager
 def local_cluster(
-    nodes: int, cpus_per_node: int, pythonpath: str, logs: Path, timeout: float = 180.0
+    nodes: int, cpus_per_node: int, pythonpath: str, logs: Path, timeout: float = 420.0
 ) -> Iterator[LocalCluster]:
     """Start ``nodes`` Ray nodes on 127.0.0.1 and stop them afterwards (logs in ``logs``)."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -65,13 +85,14 @@ def local_cluster(
                       "--include-dashboard=false", *common, log=logs / "head.log")]  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
-        while _nodes(address, env) < 1:
+        probe_log = logs / "probe.log"
+        while not _accepts(address) or _nodes(address, env, probe_log) < 1:
             if time.monotonic() > deadline or processes[0].poll() is not None:
-                raise RuntimeError(f"the Ray head did not start; see {logs / 'head.log'}")
+                raise RuntimeError(f"the Ray head did not start; see {logs / 'head.log'} and {probe_log}")
             time.sleep(1)
         for k in range(1, nodes):
             processes.append(_ray(env, "start", f"--address={address}", *common, log=logs / f"node{k}.log"))
-        while _nodes(address, env) < nodes:
+        while _nodes(address, env, probe_log) < nodes:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only some Ray nodes joined; see the logs in {logs}")
             time.sleep(1)
