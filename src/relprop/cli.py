@@ -560,7 +560,8 @@ def _method_runner(
                 f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
                 f"{', '.join(accepted[composite])}"
             )
-        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, **params)
+        # NaN or Inf becomes one error line per input (check_finite), not the end of the batch.
+        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, nonfinite="report", **params)
         return f"lrp:{composite}", explainer, params
     if composite is not None:
         raise UserError(f"--composite applies to method lrp, not to {name!r}; drop it or use --method lrp")
@@ -576,7 +577,7 @@ def _method_runner(
         params.setdefault("high", bounds[1])
 
     def run_other(x: torch.Tensor, target: Any) -> Any:
-        return explain_fn(bundle.model, x, target, method=name, **params)
+        return explain_fn(bundle.model, x, target, method=name, nonfinite="report", **params)
 
     return spec, run_other, params
 

@@ -622,8 +622,6 @@ def deeplift_composite(rule: str = "rescale", eps: float = 1e-10) -> Composite:
     name = _RULE_ALIASES.get(rule, rule)
     if name not in RULES:
         raise ConfigurationError(f"deeplift rule must be one of {', '.join(RULES)}, got {rule!r}.")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ConfigurationError(f"deeplift eps must be a positive number, got {eps!r}.")
     elementwise = match.kind("relu", "activation")
     if name == "rescale":
         entries: list[tuple[Any, FunctionRule]] = [
@@ -694,10 +692,10 @@ def deeplift(
         ``input_gradient`` (the multipliers ``m``) and ``rule``.
     """
     composite = deeplift_composite(rule, eps)
-    x = _common.prepare_inputs(model, inputs)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     ref = _common.make_baseline(reference, x, "reference", blur_sigma)
     paired = _Paired(model)
-    result = Explainer(paired, composite, canonize=False, ledger=False)(torch.cat([x, ref]), target)
+    result = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")(torch.cat([x, ref]), target)
     n = x.shape[0]
     multipliers = result.info["input_gradient"][:n]
     contributions = (x - ref) * multipliers
