@@ -122,11 +122,18 @@ class Values(Spec):
     """
 
     def describe(self) -> str:
-        return "a finite number or a tensor of finite values"
+        return "a finite number or a tensor (or list) of finite values"
 
     def problem(self, value: Any) -> str | None:
         if value is None or isinstance(value, str):
             return None
+        if isinstance(value, (list, tuple)):
+            try:
+                value = torch.as_tensor(value, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError, OverflowError):
+                return _plain(value)
+            bad = _first_bad(value)
+            return None if bad is None else f"a sequence with {bad}"
         if isinstance(value, Tensor):
             if value.is_complex() or value.dtype == torch.bool:
                 return f"a {value.dtype} tensor"

@@ -308,6 +308,10 @@ def finish(explanation: Explanation, nonfinite: str, model: nn.Module) -> Explan
 
 
 def _sample_problem(explanation: Explanation, sample: int, model: nn.Module) -> str | None:
+    if sample >= min(explanation.output.shape[0], explanation.score.shape[0]):
+        # A method's own pass over more rows than the model's output has (DeepLIFT's reference half).
+        found = first_non_finite(explanation.relevance[sample])
+        return None if found is None else f"the relevance is {found[1]} at {found[0]}"
     problem = non_finite_problem(explanation, sample)
     if problem is not None:
         if not bool(torch.isfinite(explanation.output[sample]).all()):
