@@ -35,7 +35,7 @@ from .clitools import (
     write_atomic,
 )
 from .engine import Explainer
-from .errors import NonFiniteError, RelpropError, first_line
+from .errors import InputError, NonFiniteError, RelpropError, first_line
 from .finite import check_finite
 
 __all__ = ["UserError", "main", "write_atomic"]
@@ -427,6 +427,8 @@ def _explain_batch(
     x = torch.stack([b[1] for b in batch]).to(run.settings.device)
     try:
         result = run.method(x, run.class_index)
+    except InputError as exc:
+        raise UserError(f"{str(exc).rstrip('.')}; check --input-size, --mean and --std for this model") from None
     except RelpropError as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:

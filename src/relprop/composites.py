@@ -326,6 +326,7 @@ def _transformer_entries(epsilon: float, gamma: float | None, stabilizer: float)
     "attnlrp",
     "AttnLRP (Achtibat et al. 2024) for transformers: LRP-ε on dense layers, the uniform rule on products of two "
     "signals (q·kᵀ, attention·v, gates), softmax by its Taylor decomposition, identity rule on normalisations",
+    stabilizer=_params.NON_NEGATIVE,  # reaches LRP-ε-like defaults only (and γ, which checks its own, if given)
 )
 def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(
@@ -344,6 +345,7 @@ def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: floa
     "cp-lrp",
     "CP-LRP (Ali et al. 2022) for transformers: attention weights held constant, identity rule on normalisations, "
     "LRP-ε on dense layers",
+    stabilizer=_params.NON_NEGATIVE,
 )
 def _cp_lrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(

@@ -66,37 +66,50 @@ class ModelFacts:
     """What one pass over a model's modules, parameters and buffers finds.
 
     ``signature`` is the identity of every module, parameter and buffer: when it changes, an
-    explainer's plans and cached weights no longer describe the model.
+    explainer's plans and cached weights no longer describe the model. ``meta`` and
+    ``inference`` name the first tensor on the meta device or made under ``inference_mode``;
+    ``mode`` describes the first module in a mode that cannot be explained (see :func:`check_eval`).
     """
 
     signature: tuple[int, ...]
     device: torch.device | None
     dtype: torch.dtype | None
-    meta: str | None
-    inference: str | None
+    meta: str | None = None
+    inference: str | None = None
+    mode: str | None = None
 
 
 def model_facts(model: nn.Module) -> ModelFacts:
-    """Identity, device, common floating dtype, and the first meta or inference tensor of ``model``."""
+    """Identity, device, common floating dtype, first meta or inference tensor, first bad mode of ``model``.
+
+    One pass over the modules' own parameter and buffer dictionaries: it runs before every call.
+    """
     signature: list[int] = []
     dtypes: set[torch.dtype] = set()
-    meta = inference = None
+    meta = inference = mode = None
     for module_path, module in model.named_modules():
         signature.append(id(module))
-        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-        for name, t in tensors:
-            signature.append(id(t))
-            full = f"{module_path}.{name}" if module_path else name
-            if t.is_floating_point():
-                dtypes.add(t.dtype)
-            if meta is None and t.device.type == "meta":
-                meta = full
-            if inference is None and t.is_inference():
-                inference = full
-    return ModelFacts(tuple(signature), _device_of(model), dtypes.pop() if len(dtypes) == 1 else None, meta, inference)
+        if mode is None:
+            problem = _mode_problem(module)
+            if problem is not None:
+                mode = f"{problem[0]} at '{display_path(module_path)}' ({type(module).__name__}) {problem[1]}"
+        for tensors in (module._parameters, module._buffers):
+            for name, t in tensors.items():
+                signature.append(id(t))
+                if t is None:
+                    continue
+                if t.is_floating_point():
+                    dtypes.add(t.dtype)
+                if meta is None and t.is_meta:
+                    meta = f"{module_path}.{name}" if module_path else name
+                if inference is None and t.is_inference():
+                    inference = f"{module_path}.{name}" if module_path else name
+    dtype = dtypes.pop() if len(dtypes) == 1 else None
+    return ModelFacts(tuple(signature), _device_of(model), dtype, meta, inference, mode)
 
 
 def _device_of(model: nn.Module) -> torch.device | None:
+    # Parameters first (a model with both keeps its weights where it computes), then buffers.
     for parameter in model.parameters():
         return parameter.device
     for buffer in model.buffers():
@@ -142,7 +155,7 @@ def check_model(model: Any) -> ModelFacts:
             f"tensor '{facts.inference}' of the model was made under torch.inference_mode(), so autograd cannot use "
             "it; create or load the model outside inference_mode (torch.no_grad() is fine)."
         )
-    check_eval(model)
+    _refuse_mode(facts)
     return facts
 
 
@@ -153,24 +166,29 @@ def check_eval(model: nn.Module) -> None:
     statistics (and ``num_batches_tracked``) as soon as it runs, so refusing it later would
     leave the model changed.
     """
-    for path, module in model.named_modules():
-        problem = _mode_problem(module)
-        if problem is not None:
-            raise ModelStateError(
-                f"{problem[0]} at '{display_path(path)}' ({type(module).__name__}) {problem[1]}; call model.eval() "
-                "before explaining."
-            )
+    _refuse_mode(model_facts(model))
+
+
+def _refuse_mode(facts: ModelFacts) -> None:
+    if facts.mode is not None:
+        raise ModelStateError(f"{facts.mode}; call model.eval() before explaining.")
 
 
 def _mode_problem(module: nn.Module) -> tuple[str, str] | None:
+    """What the module's forward pass would do wrong in its present mode (``None`` if nothing).
+
+    A batch norm without running statistics normalises with the batch's also in eval mode.
+    """
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
         return "batch norm", "normalises with batch statistics (training mode or no running statistics)"
-    if isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.training and module.track_running_stats:
+    if not module.training:
+        return None
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats:
         return "instance norm", "updates its running statistics (training mode)"
-    if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+    if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
         return "dropout", "is active (training mode)"
     dropout = getattr(module, "dropout", 0)
-    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and module.training and dropout:
+    if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and dropout:
         return "dropout", f"is active (training mode, dropout={dropout:g})"
     return None
 

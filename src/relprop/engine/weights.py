@@ -53,12 +53,22 @@ def _mark(t: Tensor) -> tuple[Any, ...]:
     )
 
 
-def _probe_index(t: Tensor) -> tuple[Tensor, ...] | None:
-    """Up to :data:`PROBES` evenly spread positions of ``t`` (as an index tuple), ``None`` for no values."""
-    if t.device.type == "meta" or t.numel() == 0:
+def _probe(t: Tensor) -> tuple[Tensor | None, Tensor] | None:
+    """``(positions, values)`` to compare later: all values of a small tensor, else :data:`PROBES` spread ones.
+
+    ``None`` for tensors without values (meta device, empty).
+    """
+    if t.is_meta or t.numel() == 0:
         return None
-    flat = torch.linspace(0, t.numel() - 1, min(PROBES, t.numel()), dtype=torch.float64).round().long()
-    return tuple(i.to(t.device) for i in torch.unravel_index(flat, tuple(t.shape)))
+    if t.numel() <= PROBES:
+        return None, t.detach().clone()
+    positions = torch.linspace(0, t.numel() - 1, PROBES, dtype=torch.float64, device=t.device).round().long()
+    return positions, torch.take(t.detach(), positions)
+
+
+def _probe_matches(t: Tensor, probe: tuple[Tensor | None, Tensor]) -> bool:
+    positions, values = probe
+    return torch.equal(t if positions is None else torch.take(t, positions), values)
 
 
 @dataclass(eq=False)
@@ -68,28 +78,28 @@ class Snapshot:
     tensors: tuple[Tensor, ...]
     storages: tuple[Tensor, ...]
     marks: tuple[tuple[Any, ...], ...]
-    probes: tuple[tuple[tuple[Tensor, ...], Tensor] | None, ...]
+    probes: tuple[tuple[Tensor | None, Tensor] | None, ...]
 
     @classmethod
     def of(cls, sources: list[Tensor | None]) -> Snapshot:
         tensors = tuple(t for t in sources if t is not None)
-        probes = []
-        for t in tensors:
-            index = _probe_index(t)
-            probes.append(None if index is None else (index, t.detach()[index].clone()))
-        return cls(tensors, tuple(t.detach() for t in tensors), tuple(_mark(t) for t in tensors), tuple(probes))
+        return cls(
+            tensors,
+            tuple(t.detach() for t in tensors),
+            tuple(_mark(t) for t in tensors),
+            tuple(_probe(t) for t in tensors),
+        )
 
     def matches(self, sources: list[Tensor | None]) -> bool:
         """Whether ``sources`` are the same tensors, in the same memory, with the same values as then."""
         tensors = [t for t in sources if t is not None]
         if len(tensors) != len(self.tensors):
             return False
-        for t, old, mark, probe in zip(tensors, self.tensors, self.marks, self.probes, strict=True):
+        for t, old, mark in zip(tensors, self.tensors, self.marks, strict=True):
             if t is not old or _mark(t) != mark:
                 return False
-            if probe is not None and not torch.equal(t.detach()[probe[0]], probe[1]):
-                return False
-        return True
+        with torch.no_grad():
+            return all(p is None or _probe_matches(t, p) for t, p in zip(tensors, self.probes, strict=True))
 
 
 class WeightCache:
