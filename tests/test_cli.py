@@ -230,7 +230,9 @@ def test_pickled_model_file_and_factory_spec(
         assert np.load(tmp_path / record["relevance"]).shape == (1, 8, 8)
     code, _, err = run(["explain", str(digit_files[1]), "--model", "my_models:build", "--out", "rgb"], tmp_path)
     assert code == 2  # ImageNet defaults feed 3×224×224 to a one-channel 8×8 model
-    assert "error: the model failed on inputs of shape (1, 3, 224, 224)" in err and "Traceback" not in err
+    error = err.strip().splitlines()[-1]  # after the note on the grey-level picture
+    assert error.startswith("error: inputs of shape (1, 3, 224, 224) do not fit the model: its first layer")
+    assert error.endswith("; check --input-size, --mean and --std for this model") and "Traceback" not in err
 
 
 def test_demo_writes_the_contact_sheet(tmp_path: Path) -> None:

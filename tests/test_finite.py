@@ -53,6 +53,12 @@ def test_a_real_explanation_of_a_model_with_a_nan_weight_is_refused() -> None:
     model = load_digits_model()
     with torch.no_grad():
         model.classifier[4].weight[2, 5] = math.nan
-    result = relprop.explain(model, digits_test_set().images[:1], target=0, composite="epsilon")
+    image = digits_test_set().images[:1]
+    with pytest.raises(relprop.NonFiniteError, match=r"^sample 0: no explanation, because the model's output is nan at "
+                       r"\(2,\); .* \(parameter 'classifier.4.weight' is nan at \(2, 5\)\).$"):  # fmt: skip
+        relprop.explain(model, image, target=0, composite="epsilon")  # the library refuses by itself
+    result = relprop.explain(model, image, target=0, composite="epsilon", nonfinite="report")  # as the CLI asks
+    where = " (parameter 'classifier.4.weight' is nan at (2, 5))"
+    assert result.info["nonfinite"] == {0: f"{non_finite_problem(result, 0)}{where}"}
     with pytest.raises(relprop.NonFiniteError, match=r"the model's output is nan at \(2,\)"):
         check_finite(result, 0, "digit")

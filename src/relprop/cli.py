@@ -38,7 +38,7 @@ from .clitools import (
 )
 from .clitools import parse_floats as _parse_floats
 from .engine import Explainer
-from .errors import NonFiniteError, RelpropError, first_line
+from .errors import InputError, NonFiniteError, RelpropError, first_line
 from .finite import check_finite
 
 __all__ = ["UserError", "main", "write_atomic"]
@@ -382,6 +382,8 @@ def _explain_batch(
     x = torch.stack([b[1] for b in batch]).to(run.settings.device)
     try:
         result = run.method(x, run.class_index)
+    except InputError as exc:
+        raise UserError(f"{str(exc).rstrip('.')}; check --input-size, --mean and --std for this model") from None
     except RelpropError as exc:
         raise UserError(str(exc)) from None
     except RuntimeError as exc:
@@ -515,7 +517,8 @@ def _method_runner(
                 f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
                 f"{', '.join(accepted[composite])}"
             )
-        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, **params)
+        # NaN or Inf becomes one error line per input (check_finite), not the end of the batch.
+        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, nonfinite="report", **params)
         return f"lrp:{composite}", explainer, params
     if composite is not None:
         raise UserError(f"--composite applies to method lrp, not to {name!r}; drop it or use --method lrp")
@@ -531,7 +534,7 @@ def _method_runner(
         params.setdefault("high", bounds[1])
 
     def run_other(x: torch.Tensor, target: Any) -> Any:
-        return explain_fn(bundle.model, x, target, method=name, **params)
+        return explain_fn(bundle.model, x, target, method=name, nonfinite="report", **params)
 
     return spec, run_other, params
 

@@ -36,7 +36,15 @@ class GraphChangedError(RelpropError, RuntimeError):
 
 
 class NonFiniteError(RelpropError, ArithmeticError):
-    """A result holds NaN or Inf (model output, explained score or relevance): never returned as a success."""
+    """The inputs or a result hold NaN or Inf (model output, explained score or relevance): never a success."""
+
+
+class InputError(ConfigurationError):
+    """The inputs do not fit the model: not a floating-point batch, or a shape or dtype its layers cannot take."""
+
+
+class RelpropWarning(UserWarning):
+    """Something relprop did for you that you should know about (e.g. inputs converted to the model's dtype)."""
 
 
 class StoreError(RelpropError, RuntimeError):

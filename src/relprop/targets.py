@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .errors import TargetError
+from .finite import first_non_finite
 from .rules import per_sample_sum, safe_divide
 
 # region, class_region, Region and RegionTarget are offered here too (see __getattr__ below).
@@ -75,12 +76,13 @@ def _class_indices(target: Any, output: Tensor) -> Tensor:
         return scores.argmax(1)
     if isinstance(target, bool):
         raise TargetError(f"target must be a class index, a list of indices or a tensor, got {target!r}.")
+    _check_python_indices(target, n_classes)
     if isinstance(target, int):
         indices = torch.full((n,), target, dtype=torch.long, device=output.device)
     else:
         try:
             indices = torch.as_tensor(target, device=output.device)
-        except (TypeError, ValueError, RuntimeError):
+        except (TypeError, ValueError, RuntimeError, OverflowError):
             raise TargetError(
                 f"target must be None, a class index, a list of class indices or a tensor, got {target!r}."
             ) from None
@@ -89,10 +91,15 @@ def _class_indices(target: Any, output: Tensor) -> Tensor:
                 f"target is a boolean tensor of shape {tuple(indices.shape)}; to explain the score of a region of a "
                 "dense output pass target=relprop.targets.region(mask)."
             )
-        if indices.is_floating_point():
+        if indices.is_floating_point() or indices.is_complex():
             raise TargetError(
                 f"target indices must be integers, got dtype {indices.dtype}; to give initial relevance pass "
                 f"a tensor shaped like the output {tuple(output.shape)}."
+            )
+        if indices.dim() > 1:
+            raise TargetError(
+                f"target indices must be one index or a flat list of one index per sample, got shape "
+                f"{tuple(indices.shape)}; flatten them (e.g. labels.reshape(-1))."
             )
         indices = indices.long().reshape(-1)
         if indices.numel() == 1:
@@ -109,6 +116,22 @@ def _class_indices(target: Any, output: Tensor) -> Tensor:
             f"0..{n_classes - 1}."
         )
     return indices
+
+
+def _check_python_indices(target: Any, n_classes: int) -> None:
+    """Refuse Python ints beyond ``int64`` (and nested lists) before torch sees them."""
+    items = target if isinstance(target, (list, tuple)) else [target]
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            raise TargetError(
+                f"target must be one class index or a flat list of one index per sample, got the nested list "
+                f"{target!r}; flatten it."
+            )
+        if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**63:
+            raise TargetError(
+                f"target {item} is out of range for a model with {n_classes} outputs; valid classes are "
+                f"0..{n_classes - 1}."
+            )
 
 
 def _one_hot(indices: Tensor, output: Tensor) -> Tensor:
@@ -153,6 +176,12 @@ def initial_relevance(
     if isinstance(target, Tensor) and target.is_floating_point() and target.shape == z.shape:
         if top != "logit" or contrast is not None:
             raise TargetError("an initial-relevance tensor cannot be combined with top='log-odds' or contrast.")
+        found = first_non_finite(target)
+        if found is not None:
+            raise TargetError(
+                f"the initial-relevance target holds {found[1]} at {found[0]}; pass finite values (it is the "
+                "relevance the explanation starts from)."
+            )
         relevance = target.to(z)
         grad = safe_divide(relevance, z)
         indices = relevance.reshape(n, n_classes, -1).sum(2).argmax(1)

@@ -115,7 +115,7 @@ def explain_text(
         prepare_output_folder(html_path.parent)
     model, tokenizer = _load(model_path, task, attn_implementation)
     try:
-        explainer = TextExplainer(model, tokenizer, task=task, composite=composite)
+        explainer = TextExplainer(model, tokenizer, task=task, composite=composite, nonfinite="report")
         result = explainer(text, text_b, target=target)
         check_finite(result.explanation, 0, "the text" if text_b is None else "the texts")
     except RelpropError as exc:

@@ -159,7 +159,7 @@ class Tracer:
         carrying: list[tuple[int, Tensor, Track]] = []
         for position, t in enumerate(_iter_tensors(args, kwargs)):
             if st.stale and st.is_stale(t):
-                self._raise_stale(func)
+                self._raise_stale(func, t)
             tr = st.lookup(t)
             if tr is not None:
                 carrying.append((position, t, tr))
@@ -188,8 +188,14 @@ class Tracer:
         operands = Operands(func, args, kwargs, tuple(c[0] for c in carrying), frozenset(id(c[1]) for c in carrying))
         return KINDS.classify(operands)
 
-    def _raise_stale(self, func: Callable[..., Any]) -> None:
+    def _raise_stale(self, func: Callable[..., Any], t: Tensor) -> None:
         path = display_path(self.state.stack[-1][0])
+        if t is self.state.model_input:
+            raise UnsupportedOperationError(
+                f"the model changes its input in place and then reads it ({describe_function(func)} in module "
+                f"'{path}'); relprop runs in-place operations out of place (it never changes your inputs), so use "
+                "the operation's result instead (x = x.mul_(2) or x = x * 2, not a bare x.mul_(2))."
+            )
         raise UnsupportedOperationError(
             f"module '{path}' uses a tensor after an in-place operation on it ({describe_function(func)} "
             "reads it); relprop runs in-place operations out of place so that rules can attach, so the "
@@ -273,7 +279,10 @@ class Tracer:
             return result
         st.index += 1
         assert rec.handler is not None
-        result = rec.handler.forward(Call(st, rec, rec.kind_info, func, args, kwargs, [c[1] for c in carrying]))
+        call = Call(st, rec, rec.kind_info, func, args, kwargs, [c[1] for c in carrying])
+        if rec.kind_info.check is not None:
+            rec.kind_info.check(call)  # the model's mode may have changed since the plan was recorded
+        result = rec.handler.forward(call)
         for name in st.deferred_taps.pop(rec.index, ()):
             result = self._wrap_tap(name, result, rec.index)
         self._track_outputs(func, args, result, rec.index)

@@ -33,8 +33,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .. import params as _params
+from ..engine import guard
 from ..errors import ConfigurationError
 from ..outputs import check_selector, with_output
+from ..params import Spec
 
 __all__ = ["describe", "get", "names", "parameters", "register", "resolve"]
 
@@ -62,13 +65,23 @@ _ORDER = (
 )
 
 
-def register(name: str, description: str) -> Callable[[Method], Method]:
+def register(name: str, description: str, **ranges: Spec) -> Callable[[Method], Method]:
     """Register ``fn`` as the method ``name`` (one-line ``description`` for listings).
 
-    The registered function rejects parameters it does not take with a
-    :class:`~relprop.errors.ConfigurationError` that lists the ones it does, and takes
-    ``output=`` for every method: the model is then run through a
-    :class:`~relprop.outputs.SelectedOutput` that returns the selected tensor.
+    The registered function (which the decorator returns) makes every method keep the same
+    promises as LRP, so that ``fn`` itself needs to check none of them:
+
+    * parameters it does not take are refused with a :class:`~relprop.errors.ConfigurationError`
+      that lists the ones it does, and the given ones are checked against
+      :data:`relprop.params.RANGES` (``ranges`` replace entries for this method);
+    * the model is checked before any forward pass (:func:`relprop.engine.guard.check_model`);
+    * ``inputs`` are checked, converted to the model's dtype and moved to its device
+      (:func:`relprop.engine.guard.prepare_inputs`), NaN or Inf refused unless
+      ``nonfinite="report"``;
+    * the result is checked (:func:`relprop.engine.guard.finish`): NaN or Inf is an error, or
+      with ``nonfinite="report"`` a report in ``info["nonfinite"]``.
+    * ``output=`` is taken by every method: the model is then run through a
+      :class:`~relprop.outputs.SelectedOutput` that returns the selected tensor.
     """
 
     def decorator(fn: Method) -> Method:
@@ -76,18 +89,22 @@ def register(name: str, description: str) -> Callable[[Method], Method]:
         accepted = own if _OUTPUT in own else (*own, _OUTPUT)
 
         @functools.wraps(fn)
-        def checked(model: Any, inputs: Any, target: Any = None, **params: Any) -> Any:
+        def checked(model: Any, inputs: Any, target: Any = None, nonfinite: str = "raise", **params: Any) -> Any:
             unknown = sorted(set(params) - set(accepted))
             if unknown:
                 raise ConfigurationError(
                     f"method {name!r} does not take {', '.join(unknown)}; {_listing(accepted, 'its parameters are')}."
                 )
+            _params.check(f"method {name!r}", params, ranges)
+            mode = guard.check_nonfinite_mode(nonfinite)
             if _OUTPUT not in own and _OUTPUT in params:
                 model = with_output(model, check_selector(params.pop(_OUTPUT)))
-            return fn(model, inputs, target, **params)
+            facts = guard.check_model(model)
+            x = guard.prepare_inputs(model, inputs, mode, facts)
+            return guard.finish(fn(model, x, target, **params), mode, model)
 
         _REGISTRY[name] = (checked, description, accepted)
-        return fn
+        return checked
 
     return decorator
 

@@ -461,7 +461,7 @@ class ExplainService:
                 explainer = self._explainer(slot, name, model, loaded, composite, params)
                 result = explainer(x, target, top=form.score)
             else:
-                result = explain_fn(model, x, target, method=form.method)
+                result = explain_fn(model, x, target, method=form.method, nonfinite="report")
         except RelpropError:
             raise
         except RuntimeError as exc:
@@ -498,7 +498,7 @@ class ExplainService:
         arguments: dict[str, Any] = dict(params)
         if "low" in accepted:
             arguments.update(low=loaded.bundle.low.view(-1), high=loaded.bundle.high.view(-1))
-        explainer = Explainer(model, composite, **arguments)
+        explainer = Explainer(model, composite, nonfinite="report", **arguments)  # check_finite names the upload
         slot.explainers[key] = explainer
         while len(slot.explainers) > self.explainer_cache:
             slot.explainers.popitem(last=False)
