@@ -9,10 +9,10 @@ import torch
 
 import relprop
 
-from helpers import assert_close_relative
+from helpers import assert_close_relative, require
 from models import randomize_batchnorm
 
-torchvision = pytest.importorskip("torchvision")
+torchvision = require("torchvision")
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "vgg11_bn"])

@@ -17,8 +17,10 @@ import relprop
 from relprop import rules
 from relprop.targets import region
 
-captum_attr = pytest.importorskip("captum.attr")
-captum_metrics = pytest.importorskip("captum.metrics")
+from helpers import assert_close_relative, require
+
+captum_attr = require("captum.attr")
+captum_metrics = require("captum.metrics")
 from captum.attr._utils import lrp_rules as captum_rules  # noqa: E402
 from captum.attr._utils.custom_modules import Addition_Module  # noqa: E402
 
@@ -26,7 +28,6 @@ from methods.nets import maxpool_net, maxpool_net_twin  # noqa: E402
 from relprop import captum as rc  # noqa: E402
 
 from dense_models import tiny_segnet  # noqa: E402
-from helpers import assert_close_relative  # noqa: E402
 
 
 class PlainCNN(nn.Module):

@@ -19,6 +19,8 @@ from PIL import Image
 from relprop.cli import main, write_atomic
 from relprop.models import digits_test_set
 
+from helpers import require
+
 RELPROP = [sys.executable, "-m", "relprop.cli"]
 
 
@@ -270,7 +272,7 @@ def test_console_script_exits_without_traceback(tmp_path: Path) -> None:
 
 
 def test_timm_model_with_weights_file_and_grey_input(tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm")
+    timm = require("timm")
     torch.manual_seed(0)
     model = timm.create_model("resnet10t", pretrained=False, num_classes=1000)
     torch.save(model.state_dict(), tmp_path / "timm.pt")

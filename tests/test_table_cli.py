@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from relprop.cli import main
 from relprop.table_cli import explain_table
 
-joblib = pytest.importorskip("joblib")
-pytest.importorskip("sklearn")
-pytest.importorskip("matplotlib")
+from helpers import require
+
+joblib = require("joblib")
+require("sklearn")
+require("matplotlib")
 
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.datasets import load_wine  # noqa: E402

@@ -12,7 +12,9 @@ import relprop
 from relprop.text import NextTokenLogits, TextClassifier
 from test_invariance import assert_unchanged, snapshot
 
-transformers = pytest.importorskip("transformers")
+from helpers import require
+
+transformers = require("transformers")
 COMPOSITES = ["attnlrp", "cp-lrp"]
 
 
@@ -95,7 +97,7 @@ def test_torchvision_vit_b_16_renders_heatmaps_like_cnns(composite: str, vit_b_1
 
 @pytest.mark.parametrize("composite", COMPOSITES)
 def test_timm_vit_explains(composite: str) -> None:
-    timm = pytest.importorskip("timm")
+    timm = require("timm")
     model = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, num_classes=5
     ).eval()

@@ -7,12 +7,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")
+from helpers import require
 
-from sklearn.cluster import KMeans
-from sklearn.datasets import load_breast_cancer, load_wine
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+require("sklearn")
+
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_wine  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from relprop import neon
 from relprop.errors import ConfigurationError, TargetError
 
 from .fitting import assert_exact, fit_quietly
+from helpers import require
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_mean_reference_of_a_linear_model_is_the_closed_form(cancer: Any, cancer
 
 
 def _shap_against_mean_reference(wine: Any, wine_logistic: Any, explainer_name: str) -> None:
-    shap = pytest.importorskip("shap")
+    shap = require("shap")
     x = wine[0]
     background = x[::15]  # 12 rows; interventional SHAP takes expectations over them
     rows = x[[1, 70, 150]]
@@ -104,7 +105,7 @@ def test_mean_reference_equals_exact_interventional_shap(wine: Any, wine_logisti
 
 
 def test_mean_reference_equals_linear_shap(cancer: Any, cancer_logistic: Any, wine: Any, wine_logistic: Any) -> None:
-    shap = pytest.importorskip("shap")
+    shap = require("shap")
     background = wine[0][::15]
     rows3 = wine[0][[1, 70, 150]]
     linear = shap.LinearExplainer(wine_logistic, shap.maskers.Independent(background, max_samples=len(background)))

@@ -15,8 +15,9 @@ from relprop import neon
 from relprop.errors import ConfigurationError
 
 from .fitting import assert_exact, fit_quietly
+from helpers import require
 
-pd = pytest.importorskip("pandas")
+pd = require("pandas")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import require
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-pytest.importorskip("sklearn")
-pytest.importorskip("shap")
-pytest.importorskip("matplotlib")
+require("sklearn")
+require("shap")
+require("matplotlib")
 
 
 def test_tiny_run_writes_results_curves_and_report_sections(tmp_path: Path) -> None:

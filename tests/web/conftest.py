@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from relprop.models import digits_test_set
 
-pytest.importorskip("fastapi")
+from helpers import require
+
+require("fastapi")
 
 
 def digit_png(index: int = 0, size: int = 64, paper: bool = True) -> bytes:

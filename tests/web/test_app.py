@@ -20,6 +20,7 @@ from relprop.models.loading import ModelBundle, load_model
 from relprop.web import WebSettings, create_app
 
 from .conftest import digit_label, digit_png
+from helpers import require
 
 LIMIT = 256 * 1024  # a small upload limit, so that oversize bodies are cheap to build
 
@@ -306,7 +307,7 @@ def test_failures_inside_an_explanation_are_500_and_the_server_goes_on() -> None
 
 
 def test_rgb_model_explains_bundled_photographs() -> None:
-    pytest.importorskip("skimage")
+    require("skimage")
     import models as test_models
 
     assert callable(test_models.small_cnn)  # a factory: random weights, real photographs
