@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..explanation import Explanation
 from ..finite import first_non_finite, non_finite_problem
-from .model import display_path
+from .model import display_path, model_device
 
 __all__ = [
     "NONFINITE_MODES",
@@ -105,16 +105,7 @@ def model_facts(model: nn.Module) -> ModelFacts:
                 if inference is None and t.is_inference():
                     inference = f"{module_path}.{name}" if module_path else name
     dtype = dtypes.pop() if len(dtypes) == 1 else None
-    return ModelFacts(tuple(signature), _device_of(model), dtype, meta, inference, mode)
-
-
-def _device_of(model: nn.Module) -> torch.device | None:
-    # Parameters first (a model with both keeps its weights where it computes), then buffers.
-    for parameter in model.parameters():
-        return parameter.device
-    for buffer in model.buffers():
-        return buffer.device
-    return None
+    return ModelFacts(tuple(signature), model_device(model), dtype, meta, inference, mode)
 
 
 def check_nonfinite_mode(nonfinite: Any) -> str:
