@@ -31,6 +31,11 @@ class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
 
 
+def display_path(path: str) -> str:
+    """A module path for messages: the path itself, or ``(model)`` for the model's own forward."""
+    return path or "(model)"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty).
 

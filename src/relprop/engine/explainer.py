@@ -139,10 +139,8 @@ class Explainer:
     # -- running the model ----------------------------------------------------------------------
     def _run(self, state: CallState, x: Tensor) -> Tensor:
         output = select_output(run_traced(state, x, self.model))
-        if state.is_stale(output):
-            raise UnsupportedOperationError(
-                "the model returns a tensor after modifying it in place; return the result of the operation instead."
-            )
+        assert state.current is not None
+        output = state.current(output)  # the newest version, if the model changed it in place
         if state.lookup(output) is None:
             raise UnsupportedOperationError(
                 "the model output does not depend on the input through operations relprop could follow (the input "
@@ -217,6 +215,9 @@ class Explainer:
                 f"the model ran {state.index} of the {len(plan.ops)} recorded operations; its operations depend on the "
                 "input values, so explain such inputs one at a time."
             )
+        # The alias tables serve the forward pass only; drop them so the backward can free activations.
+        state.versions.clear()
+        state.views.clear()
         head = initial_relevance(output, target, top=top, contrast=contrast)
         (grad,) = torch.autograd.grad(output, leaf, head.grad.to(output.dtype), allow_unused=True)
         relevance = torch.zeros_like(leaf) if grad is None else leaf.detach() * grad

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, display_path
 
 __all__ = ["display_path", "model_device", "select_output"]
 
@@ -32,8 +32,3 @@ def select_output(output: Any) -> Tensor:
         f"the model returned {type(output).__name__}; relprop explains models that return a tensor of scores "
         "(or an object with .logits), so wrap the model to return the scores to explain."
     )
-
-
-def display_path(path: str) -> str:
-    """A module path for messages: the path itself, or ``(model)`` for the model's own forward."""
-    return path or "(model)"

@@ -33,6 +33,10 @@ class WeightCache:
     def __init__(self) -> None:
         self._cache: dict[tuple[Any, ...], tuple[tuple[tuple[int, int], ...], Any]] = {}
 
+    def values(self) -> list[Any]:
+        """Everything cached (folded weights, rules' prepared parameters), for measuring its size."""
+        return [value for _, value in self._cache.values()]
+
     def _get(self, key: tuple[Any, ...], versions: tuple[tuple[int, int], ...]) -> Any:
         cached = self._cache.get(key)
         if cached is not None and cached[0] == versions:

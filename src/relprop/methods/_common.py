@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .. import match
 from ..composites import Composite
 from ..engine.model import model_device, select_output
-from ..errors import ConfigurationError, ModelStateError
+from ..errors import ConfigurationError, ModelStateError, display_path
 from ..explanation import Explanation
 from ..kinds import out_of_place as _out_of_place
 from ..ledger import Ledger
@@ -75,7 +75,7 @@ def check_eval(model: nn.Module) -> None:
     statistics (which would modify the model).
     """
     for path, module in model.named_modules():
-        where = f"'{path or '(model)'}' ({type(module).__name__})"
+        where = f"'{display_path(path)}' ({type(module).__name__})"
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
             raise ModelStateError(
                 f"batch norm at {where} normalises with batch statistics (training mode or no running "
@@ -239,8 +239,9 @@ def plain_gradient_composite(entries: Sequence[tuple[Any, Rule]], name: str) -> 
     return Composite(
         [
             *entries,
-            (match.kind("layer", "add", "avgpool", "batchnorm"), LRP0Rule()),
-            (match.kind("relu", "activation", "maxpool", "mul", "matmul", "unknown"), GradientRule()),
+            (match.kind("layer", "affine"), LRP0Rule()),
+            # every non-linear kind (activations, pooling, products, recurrent layers, normalisations ...)
+            (match.kind("nonlinear"), GradientRule()),
         ],
         name=name,
     )
