@@ -10,15 +10,19 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, kinds, match, methods, rules
+from . import composites, kinds, match, methods, outputs, regions, rules, targets
 from .api import explain
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer
 from .errors import (
     ConfigurationError,
     GraphChangedError,
+    InputError,
     ModelStateError,
+    NonFiniteError,
     RelpropError,
+    RelpropWarning,
+    StoreError,
     TargetError,
     UnsupportedOperationError,
 )
@@ -33,10 +37,14 @@ __all__ = [
     "Explainer",
     "Explanation",
     "GraphChangedError",
+    "InputError",
     "Ledger",
     "LedgerEntry",
     "ModelStateError",
+    "NonFiniteError",
     "RelpropError",
+    "RelpropWarning",
+    "StoreError",
     "TargetError",
     "UnsupportedOperationError",
     "__version__",
@@ -46,5 +54,8 @@ __all__ = [
     "kinds",
     "match",
     "methods",
+    "outputs",
+    "regions",
     "rules",
+    "targets",
 ]

@@ -35,8 +35,9 @@ def explain(
     inputs
         A batch of inputs, batch first.
     target
-        ``None`` for the predicted class, a class index, one index per sample, or a tensor shaped
-        like the output giving the initial relevance.
+        ``None`` for the predicted class, a class index, one index per sample, a tensor shaped
+        like the output giving the initial relevance, or a region of a dense output
+        (:func:`relprop.targets.region`, :func:`relprop.targets.class_region`).
     composite
         Name of a composite or a :class:`~relprop.composites.Composite` (default
         ``"epsilon-gamma-box"``); LRP only.
@@ -44,10 +45,10 @@ def explain(
         ``"lrp"`` or the name of another attribution method.
     **params
         Composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...), the options of
-        :class:`~relprop.Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``)
-        and of its call (``layers``, ``layer_reduce``, ``conditions``: inner-layer relevance and
+        :class:`~relprop.Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``,
+        ``output``) and of its call (``layers``, ``layer_reduce``, ``conditions``: inner-layer relevance and
         conditional relevance, see :meth:`relprop.Explainer.__call__`), or the parameters of the
-        chosen method.
+        chosen method (every method takes ``output`` too).
 
     Returns
     -------

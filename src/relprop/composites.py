@@ -16,7 +16,7 @@ on the upper convolutions, LRP-γ on the lower ones, z^B at the pixels).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import match
+from . import params as _params
 from . import rules as _rules
 from .errors import ConfigurationError
 from .kinds import KINDS
@@ -87,8 +88,9 @@ class Composite:
     """
 
     def __init__(self, entries: Iterable[Entry] = (), name: str = "custom", stabilizer: float = 1e-6) -> None:
+        _params.check(f"composite {name!r}", {"stabilizer": stabilizer}, {"stabilizer": _params.NON_NEGATIVE})
         self.entries: list[tuple[Matcher, Rule]] = []
-        for spec, rule in entries:
+        for spec, rule in _pairs(entries):
             if not isinstance(rule, Rule):
                 raise ConfigurationError(
                     f"composite entry for {spec!r} has {rule!r}, which is not a relprop rule; pass an "
@@ -100,7 +102,7 @@ class Composite:
 
     def prepend(self, entries: Iterable[Entry]) -> Composite:
         """Return a copy whose entries are ``entries`` followed by this composite's (user first)."""
-        new = Composite(list(entries), name=self.name)
+        new = Composite(entries, name=self.name)
         new.entries.extend(self.entries)
         new.defaults = self.defaults
         return new
@@ -118,6 +120,31 @@ class Composite:
     def __repr__(self) -> str:
         inner = ", ".join(f"({m.description}, {r!r})" for m, r in self.entries)
         return f"Composite(name={self.name!r}, entries=[{inner}])"
+
+
+def _pairs(entries: Any) -> list[tuple[Any, Any]]:
+    """``entries`` as a list of ``(matcher, rule)`` pairs, or a one-sentence error saying how to write them."""
+    example = "rules=[('features.0', relprop.rules.FlatRule())]"
+    if isinstance(entries, Mapping):
+        raise ConfigurationError(
+            f"rules must be a list of (matcher, rule) pairs, got a {type(entries).__name__}; pass "
+            f"list(rules.items()) or write {example}."
+        )
+    if isinstance(entries, (str, bytes, Rule)) or not isinstance(entries, Iterable):
+        raise ConfigurationError(f"rules must be a list of (matcher, rule) pairs, got {entries!r}; write {example}.")
+    items = list(entries)
+    if len(items) == 2 and isinstance(items[1], Rule) and not isinstance(items[0], (tuple, list)):
+        raise ConfigurationError(
+            f"rules must be a list of (matcher, rule) pairs, got one pair {tuple(items)!r} not in a list; wrap it: "
+            f"rules=[{tuple(items)!r}]."
+        )
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ConfigurationError(
+                f"rules must be a list of (matcher, rule) pairs, but holds {item!r}; write each entry as "
+                f"(matcher, rule), e.g. {example}."
+            )
+    return [(item[0], item[1]) for item in items]
 
 
 def bounds_from_normalization(
@@ -145,6 +172,7 @@ def bounds_from_normalization(
 class _NamedComposite:
     factory: Callable[..., Composite]
     description: str
+    ranges: dict[str, _params.Spec]
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -155,9 +183,13 @@ class _NamedComposite:
 _REGISTRY: dict[str, _NamedComposite] = {}
 
 
-def _register(name: str, description: str) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+def _register(
+    name: str, description: str, **ranges: _params.Spec
+) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+    """Register a composite factory; ``ranges`` replace :data:`relprop.params.RANGES` entries for it."""
+
     def decorator(factory: Callable[..., Composite]) -> Callable[..., Composite]:
-        _REGISTRY[name] = _NamedComposite(factory, description)
+        _REGISTRY[name] = _NamedComposite(factory, description, ranges)
         return factory
 
     return decorator
@@ -168,12 +200,13 @@ _dense = match.kind("dense")
 _layer = match.kind("layer")
 
 
-@_register("lrp-0", "LRP-0 everywhere (equals Gradient×Input)")
+# Where every rule the stabiliser reaches is LRP-ε-like (0 = the gradient), a zero stabiliser is safe.
+@_register("lrp-0", "LRP-0 everywhere (equals Gradient×Input)", stabilizer=_params.NON_NEGATIVE)
 def _lrp0(stabilizer: float = 0.0) -> Composite:
     return Composite([(_layer, LRP0Rule())], name="lrp-0", stabilizer=stabilizer)
 
 
-@_register("epsilon", "LRP-ε on every layer")
+@_register("epsilon", "LRP-ε on every layer", stabilizer=_params.NON_NEGATIVE)
 def _epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, EpsilonRule(epsilon))], name="epsilon", stabilizer=stabilizer)
 
@@ -293,6 +326,7 @@ def _transformer_entries(epsilon: float, gamma: float | None, stabilizer: float)
     "attnlrp",
     "AttnLRP (Achtibat et al. 2024) for transformers: LRP-ε on dense layers, the uniform rule on products of two "
     "signals (q·kᵀ, attention·v, gates), softmax by its Taylor decomposition, identity rule on normalisations",
+    stabilizer=_params.NON_NEGATIVE,  # reaches LRP-ε-like defaults only (and γ, which checks its own, if given)
 )
 def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(
@@ -311,6 +345,7 @@ def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: floa
     "cp-lrp",
     "CP-LRP (Ali et al. 2022) for transformers: attention weights held constant, identity rule on normalisations, "
     "LRP-ε on dense layers",
+    stabilizer=_params.NON_NEGATIVE,
 )
 def _cp_lrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(
@@ -349,4 +384,7 @@ def get(name: str, **params: Any) -> Composite:
         raise ConfigurationError(
             f"composite {name!r} does not take {', '.join(unknown)}; its parameters are {', '.join(named.params)}."
         )
+    bound = inspect.signature(named.factory).bind(**given)
+    bound.apply_defaults()  # relations (alpha = beta + 1) see the defaults too
+    _params.check(f"composite {name!r}", {k: v for k, v in bound.arguments.items() if v is not None}, named.ranges)
     return named.factory(**given)

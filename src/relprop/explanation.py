@@ -23,7 +23,8 @@ class Explanation:
     output
         The model output for the inputs.
     target
-        The explained class of each sample (``LongTensor`` of shape ``(N,)``).
+        The explained class of each sample (``LongTensor`` of shape ``(N,)``), or for a region
+        target a :class:`~relprop.regions.RegionTarget` describing it (kind, channels, area).
     ledger
         Where the explained score went: input relevance, relevance absorbed per layer.
     info
@@ -35,7 +36,7 @@ class Explanation:
 
     relevance: Tensor
     output: Tensor
-    target: Tensor
+    target: Any
     ledger: Ledger
     info: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, Tensor] = field(default_factory=dict)
@@ -45,9 +46,14 @@ class Explanation:
         """The explained score per sample (logit, log-odds or contrast)."""
         return self.ledger.score
 
+    def _target_text(self) -> str:
+        if isinstance(self.target, Tensor):
+            return str(self.target.tolist())
+        return repr(str(self.target))
+
     def __repr__(self) -> str:
         return (
-            f"Explanation(relevance=tensor{tuple(self.relevance.shape)}, target={self.target.tolist()}, "
+            f"Explanation(relevance=tensor{tuple(self.relevance.shape)}, target={self._target_text()}, "
             f"score={[round(float(s), 4) for s in self.score]}, "
             f"input_relevance={[round(float(s), 4) for s in self.ledger.input_relevance]})"
         )

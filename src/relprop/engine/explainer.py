@@ -19,12 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import composites as _composites
-from ..errors import ConfigurationError, GraphChangedError, UnsupportedOperationError
+from .. import params as _params
+from ..errors import ConfigurationError, GraphChangedError, RelpropError, UnsupportedOperationError
 from ..explanation import Explanation
 from ..ledger import Ledger
+from ..outputs import check_selector
 from ..rules.base import Rule
 from ..targets import initial_relevance
-from .model import model_device, select_output
+from . import guard
+from .model import select_output
 from .plan import Plan, finalize
 from .taps import LayerRequest, TapSink
 from .tracing import CallState, run_traced
@@ -33,7 +36,7 @@ from .weights import WeightCache
 __all__ = ["ENGINE_OPTIONS", "Explainer", "explain"]
 
 #: Options of :class:`Explainer` that :func:`explain` passes on (the rest are composite parameters).
-ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast")
+ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast", "output", "nonfinite")
 #: Options of a call (:meth:`Explainer.__call__`) that :func:`explain` passes on.
 CALL_OPTIONS = ("layers", "layer_reduce", "conditions")
 
@@ -58,6 +61,14 @@ class Explainer:
     top, contrast
         Defaults for :meth:`__call__`: the top layer (``"logit"`` or ``"log-odds"``) and the
         contrast class (an index or ``"rest"``).
+    output
+        Which tensor of the model's output to explain when it returns a dict, tuple or
+        dataclass: a key, an index, an attribute or a callable (see :mod:`relprop.outputs`).
+    nonfinite
+        ``"raise"`` (default): inputs holding NaN or Inf are refused, and so is a result that
+        would hold them (:class:`~relprop.errors.NonFiniteError`, naming the first bad position);
+        ``"report"``: explain anyway and list, per sample, what is not finite in
+        ``explanation.info["nonfinite"]`` (empty samples are finite).
     **params
         Parameters of a named composite: ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``,
         ``high``, ``stabilizer`` ...
@@ -68,6 +79,12 @@ class Explainer:
     >>> result = explainer(images)            # predicted classes
     >>> result.relevance.shape == images.shape
     True
+
+    The explainer follows the model: replaced or modified weights (``load_state_dict``, a new
+    ``nn.Parameter``, ``weight.data = ...``, ``model.to(dtype)``, an optimizer step) are noticed on
+    the next call. Writes that bypass PyTorch's version counter (``weight.data.copy_(...)``,
+    through ``.numpy()``) are noticed when they change many values; after changing only a few
+    values that way, call :meth:`refresh`.
     """
 
     def __init__(
@@ -80,10 +97,13 @@ class Explainer:
         ledger: bool = True,
         top: str = "logit",
         contrast: Any = None,
+        output: Any = None,
+        nonfinite: str = "raise",
         **params: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        _params.check("Explainer", {"canonize": canonize, "ledger": ledger, "nonfinite": nonfinite})
         if isinstance(composite, str):
             base = _composites.get(composite, **params)
         elif isinstance(composite, _composites.Composite):
@@ -98,24 +118,49 @@ class Explainer:
                 f"composite must be a name or a relprop.composites.Composite, got {type(composite).__name__}."
             )
         self.model = model
-        self.composite = base.prepend(rules) if rules else base
+        self.composite = base.prepend(rules) if rules is not None else base
         self.canonize = bool(canonize)
         self.ledger = bool(ledger)
         self.top = top
         self.contrast = contrast
+        self.output = check_selector(output)
+        self.nonfinite = nonfinite
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self.weights = WeightCache()
+        self._signature: tuple[int, ...] | None = None
+
+    def refresh(self) -> None:
+        """Forget every plan and cached weight: the next call records and computes them again.
+
+        The explainer notices replaced or modified weights by itself (see the class); call this
+        after writes that bypass PyTorch's version counter and change only a few values.
+        """
+        self._plans.clear()
+        self.weights = WeightCache()
+
+    def _follow(self, facts: guard.ModelFacts) -> None:
+        # Another module, parameter or buffer object (a replaced layer, new nn.Parameter, buffers
+        # loaded with assign=True): plans may hold the old tensors (folded batch norms). Start over.
+        if facts.signature != self._signature:
+            if self._signature is not None:
+                self.refresh()
+            self._signature = facts.signature
 
     # -- plans ----------------------------------------------------------------------------------
     def plan(self, inputs: Tensor) -> Plan:
-        """Return (recording it if needed) the plan for inputs shaped like ``inputs``."""
-        return self._plan_for(self._to_device(inputs), LayerRequest())
+        """Return (recording it if needed) the plan for inputs shaped like ``inputs``.
+
+        Only the shapes matter: a model on the meta device (without values) can be planned.
+        """
+        facts = guard.model_facts(self.model)
+        self._follow(facts)
+        return self._plan_for(guard.prepare_inputs(self.model, inputs, "report", facts), LayerRequest())
 
     def _plan_for(self, x: Tensor, taps: LayerRequest) -> Plan:
         key = self._key(x, taps)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._record_plan(x[:1], taps)
+            plan = self._plans[key] = self._record_plan(x[:1], taps, tuple(x.shape))
         return plan
 
     @staticmethod
@@ -124,9 +169,16 @@ class Explainer:
         key: tuple[Any, ...] = (tuple(x.shape[1:]), x.dtype, x.device)
         return (*key, taps.paths) if taps.paths else key
 
-    def _record_plan(self, x: Tensor, taps: LayerRequest) -> Plan:
+    def _record_plan(self, x: Tensor, taps: LayerRequest, shape: tuple[int, ...] | None = None) -> Plan:
         state = CallState("plan", self.model, self.composite, self.weights, taps=taps)
-        output = self._run(state, x.detach().requires_grad_(True))
+        try:
+            output = self._run(state, x.detach().requires_grad_(True))
+        except RelpropError:
+            raise
+        except guard.MODEL_ERRORS as exc:
+            # A new input shape is first met here: a torch error from the model is most likely about it.
+            worked = [key[0] for key in self._plans]
+            raise guard.model_failure(self.model, shape or tuple(x.shape), exc, worked) from exc
         track = state.lookup(output)
         assert track is not None
         tapped = frozenset(state.tapped.values())
@@ -137,26 +189,18 @@ class Explainer:
         return self.plan(inputs).rule_table()
 
     # -- running the model ----------------------------------------------------------------------
+    def _forward(self, x: Tensor) -> Tensor:
+        return select_output(self.model(x), self.output)
+
     def _run(self, state: CallState, x: Tensor) -> Tensor:
-        output = select_output(run_traced(state, x, self.model))
-        assert state.current is not None
-        output = state.current(output)  # the newest version, if the model changed it in place
+        # Select inside the traced call: a callable selector's operations are part of the explained function.
+        output = run_traced(state, x, self._forward)
         if state.lookup(output) is None:
             raise UnsupportedOperationError(
                 "the model output does not depend on the input through operations relprop could follow (the input "
                 "may be detached, converted to NumPy, or used by a C++ extension); relprop cannot explain it."
             )
         return output
-
-    def _to_device(self, inputs: Tensor) -> Tensor:
-        if not isinstance(inputs, Tensor):
-            raise ConfigurationError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}.")
-        if not inputs.is_floating_point():
-            raise ConfigurationError(
-                f"inputs must be a floating-point tensor, got dtype {inputs.dtype}; convert images with .float()."
-            )
-        device = model_device(self.model)
-        return inputs if device is None else inputs.to(device)
 
     def __call__(
         self,
@@ -168,6 +212,7 @@ class Explainer:
         layers: Iterable[str] | None = None,
         layer_reduce: str | None = None,
         conditions: Mapping[str, Tensor] | None = None,
+        nonfinite: str | None = None,
     ) -> Explanation:
         """Explain ``inputs`` (batch first) for ``target``; see :func:`relprop.explain`.
 
@@ -188,22 +233,26 @@ class Explainer:
             ``mask`` (broadcastable to the output, e.g. ``(N, C, 1, 1)`` selecting channels) before
             it is propagated further down (Concept Relevance Propagation). ``layers`` report the
             relevance before the mask.
+        nonfinite
+            Overrides the explainer's ``nonfinite`` for this call.
         """
-        x = self._to_device(inputs)
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise ConfigurationError(f"inputs must have a non-empty batch dimension, got shape {tuple(x.shape)}.")
+        mode = self.nonfinite if nonfinite is None else guard.check_nonfinite_mode(nonfinite)
+        facts = guard.check_model(self.model)  # before any forward pass: a refused call changes nothing
+        self._follow(facts)
+        x = guard.prepare_inputs(self.model, inputs, mode, facts)
         taps = LayerRequest.build(self.model, layers, layer_reduce, conditions)
         plan = self._plan_for(x, taps)
         top = top or self.top
         contrast = contrast if contrast is not None else self.contrast
         try:
-            return self._explain(x, plan, taps, target, top, contrast)
+            result = self._explain(x, plan, taps, target, top, contrast)
         except GraphChangedError:
             if x.shape[0] == 1:
                 raise
             # The plan was recorded on one sample; the model may branch on the batch. Re-plan on it.
             self._plans[self._key(x, taps)] = plan = self._record_plan(x, taps)
-            return self._explain(x, plan, taps, target, top, contrast)
+            result = self._explain(x, plan, taps, target, top, contrast)
+        return guard.finish(result, mode, self.model)
 
     def _explain(self, x: Tensor, plan: Plan, taps: LayerRequest, target: Any, top: str, contrast: Any) -> Explanation:
         state = CallState("explain", self.model, self.composite, self.weights, plan, self.ledger, taps)
@@ -251,8 +300,8 @@ def explain(
     """Explain a model's prediction on ``inputs`` with LRP (see :func:`relprop.explain` for all methods).
 
     ``params`` holds composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...), the
-    options of :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``) and
-    of its call (``layers``, ``layer_reduce``, ``conditions``).
+    options of :class:`Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``,
+    ``output``) and of its call (``layers``, ``layer_reduce``, ``conditions``).
     """
     options = {k: params.pop(k) for k in ENGINE_OPTIONS if k in params}
     call = {k: params.pop(k) for k in CALL_OPTIONS if k in params}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..errors import ConfigurationError, display_path
+from ..errors import display_path
+from ..outputs import select_output
 
 __all__ = ["display_path", "model_device", "select_output"]
 
@@ -19,16 +18,3 @@ def model_device(model: nn.Module) -> torch.device | None:
     for buffer in model.buffers():
         return buffer.device
     return None
-
-
-def select_output(output: Any) -> Tensor:
-    """The scores a model returns: the tensor itself, or the ``.logits`` of a model output object."""
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise ConfigurationError(
-        f"the model returned {type(output).__name__}; relprop explains models that return a tensor of scores "
-        "(or an object with .logits), so wrap the model to return the scores to explain."
-    )

@@ -104,8 +104,6 @@ class CallState:
     tap_calls: dict[str, int] = field(default_factory=dict)
     deferred_taps: dict[int, list[str]] = field(default_factory=dict)
     sink: TapSink | None = None
-    #: The version of a tensor a reader gets now (set by run_traced; see Tracer.current).
-    current: Callable[[Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.stack.append(("", self.model))
@@ -267,15 +265,16 @@ class Tracer:
 
     def _resolve(self, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Sequence[Any], dict[str, Any]]:
         """The call's arguments with every tensor replaced by its current version."""
+        return tuple(self._resolved(a) for a in args), {k: self._resolved(v) for k, v in kwargs.items()}
 
-        def resolve(a: Any) -> Any:
-            if isinstance(a, Tensor):
-                return self.current(a)
-            if isinstance(a, (list, tuple)) and any(isinstance(b, Tensor) for b in a):
-                return type(a)(resolve(b) for b in a)
-            return a
-
-        return tuple(resolve(a) for a in args), {k: resolve(v) for k, v in kwargs.items()}
+    def _resolved(self, a: Any) -> Any:
+        # A method, not a recursive closure: a closure that calls itself is a reference cycle that
+        # would keep this call's tensors (and the model's weights, through their graphs) alive.
+        if isinstance(a, Tensor):
+            return self.current(a)
+        if isinstance(a, (list, tuple)) and any(isinstance(b, Tensor) for b in a):
+            return type(a)(self._resolved(b) for b in a)
+        return a
 
     def _set_version(self, t: Tensor, new: Tensor, write_through: bool = True) -> None:
         """Make ``new`` the version of ``t`` every later reader gets; a changed view changes its base too."""
@@ -386,7 +385,10 @@ class Tracer:
             return result
         st.index += 1
         assert rec.handler is not None
-        result = rec.handler.forward(Call(st, rec, rec.kind_info, func, args, kwargs, [c[1] for c in carrying]))
+        call = Call(st, rec, rec.kind_info, func, args, kwargs, [c[1] for c in carrying])
+        if rec.kind_info.check is not None:
+            rec.kind_info.check(call)  # the model's mode may have changed since the plan was recorded
+        result = rec.handler.forward(call)
         for name in st.deferred_taps.pop(rec.index, ()):
             result = self._wrap_tap(name, result, rec.index)
         self._after(func, args, kwargs, rec.kind_info, result, rec.index)
@@ -526,7 +528,6 @@ def run_traced(state: CallState, x: Tensor, forward: Callable[[Tensor], Any]) ->
     state.samples = int(x.shape[0])
     state.track(x, -1, None)
     tracer = Tracer(state)
-    state.current = tracer.current
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, module in state.model.named_modules():
@@ -534,8 +535,12 @@ def run_traced(state: CallState, x: Tensor, forward: Callable[[Tensor], Any]) ->
                 continue
             handles.append(module.register_forward_pre_hook(functools.partial(_push_module, tracer, name)))
             handles.append(module.register_forward_hook(functools.partial(_pop_module, tracer, name), always_call=True))
-        with torch.enable_grad(), RelevanceMode(tracer):
-            return forward(x)
+        with torch.enable_grad():
+            with RelevanceMode(tracer):
+                output = forward(x)
+            # The newest version, if the model changed its output in place (outside the mode: the
+            # re-derivation records its operations through the tracer itself).
+            return tracer.current(output) if isinstance(output, Tensor) and state.versions else output
     except _OperatorError as carried:
         raise carried.error from None
     finally:

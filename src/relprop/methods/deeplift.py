@@ -57,11 +57,12 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import Explainer, select_output
-from ..errors import ConfigurationError, UnsupportedOperationError
+from ..engine import Explainer, guard
+from ..errors import ConfigurationError, InputError, UnsupportedOperationError
 from ..explanation import Explanation
 from ..kinds import ACTIVATION_FUNCS, CONV_FUNCS, CONV_TRANSPOSE_FUNCS, KINDS, RELU_FUNCS
 from ..ops import LinearOp, describe_function
+from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
 from ..rules.base import call_with
 from . import _common, register
@@ -619,8 +620,6 @@ def deeplift_composite(rule: str = "rescale", eps: float = 1e-10) -> Composite:
     name = _RULE_ALIASES.get(rule, rule)
     if name not in RULES:
         raise ConfigurationError(f"deeplift rule must be one of {', '.join(RULES)}, got {rule!r}.")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ConfigurationError(f"deeplift eps must be a positive number, got {eps!r}.")
     elementwise = match.kind("relu", "activation")
     if name == "rescale":
         entries: list[tuple[Any, FunctionRule]] = [
@@ -691,10 +690,17 @@ def deeplift(
         ``input_gradient`` (the multipliers ``m``) and ``rule``.
     """
     composite = deeplift_composite(rule, eps)
-    x = _common.prepare_inputs(model, inputs)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     ref = _common.make_baseline(reference, x, "reference", blur_sigma)
     paired = _Paired(model)
-    result = Explainer(paired, composite, canonize=False, ledger=False)(torch.cat([x, ref]), target)
+    explainer = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")
+    try:
+        result = explainer(torch.cat([x, ref]), target)
+    except InputError as exc:
+        if exc.__cause__ is None:
+            raise
+        # Say it of the user's model and inputs, not of the pair the method runs.
+        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
     n = x.shape[0]
     multipliers = result.info["input_gradient"][:n]
     contributions = (x - ref) * multipliers

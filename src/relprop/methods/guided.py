@@ -83,8 +83,10 @@ def relu_rule_composite(rule: FunctionRule, name: str) -> Composite:
 
 
 def _run(model: nn.Module, inputs: Tensor, target: Any, rule: FunctionRule, name: str) -> Explanation:
-    x = _common.prepare_inputs(model, inputs)
-    result = Explainer(model, relu_rule_composite(rule, name), canonize=False, ledger=False)(x, target)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
+    result = Explainer(model, relu_rule_composite(rule, name), canonize=False, ledger=False, nonfinite="report")(
+        x, target
+    )
     grad = result.info["input_gradient"]
     info = {"method": name, "input_gradient": grad}
     return _common.explanation(grad, result.output, result.target, result.ledger.score, info)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from .. import params as _params
 from ..errors import ConfigurationError
 from ..kinds import KINDS
 from ..ledger import LedgerEntry
@@ -152,6 +153,17 @@ class Rule:
     #: Whether the rule can explain an element-wise module written with several torch calls as one
     #: operation (see :data:`relprop.ops.ELEMENTWISE_MODULE_TYPES`).
     whole_modules: ClassVar[bool] = False
+    #: The rule's own ranges for parameters of :data:`relprop.params.RANGES` (e.g. ``stabilizer >= 0``
+    #: where a zero stabiliser is safe); the constructor's arguments are checked against the table.
+    parameter_ranges: ClassVar[dict[str, _params.Spec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            # Check the constructor's arguments once, from its signature and the table of ranges.
+            cls.__init__ = _params.checked(  # type: ignore[method-assign]
+                cls.__init__, lambda args: type(args[0]).__name__, _ranges_of(cls)
+            )
 
     def supports(self, kind: str) -> bool:
         """Return whether the rule can be applied to an operation of this kind."""
@@ -207,6 +219,13 @@ class Rule:
     def module_output(self, call: Call, x: Tensor, output: Tensor) -> Tensor:
         """For rules with ``whole_modules``: attach the backward to an element-wise module's output."""
         raise NotImplementedError(f"{type(self).__name__} does not explain element-wise modules as a whole.")
+
+
+def _ranges_of(cls: type[Rule]) -> dict[str, _params.Spec]:
+    ranges: dict[str, _params.Spec] = {}
+    for klass in reversed(cls.__mro__):
+        ranges.update(klass.__dict__.get("parameter_ranges", {}))
+    return ranges
 
 
 def _fmt(value: Any) -> str:

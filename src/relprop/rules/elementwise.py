@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..kinds import PIECEWISE_LINEAR, out_of_place
 from ..ledger import LedgerEntry
+from ..params import NON_NEGATIVE, Spec
 from .base import Rule, call_with, per_sample_dot, register, safe_divide, stabilize
 from .linear import FactorSpec, ProxyHolder, record_factor
 
@@ -92,6 +93,8 @@ class PassRule(Rule):
     applies_to = ("elementwise",)
     label = "pass"
     whole_modules = True
+    # f(x) / stab(x) is computed with a safe division: 0 where x = 0, so no stabiliser is needed.
+    parameter_ranges: ClassVar[dict[str, Spec]] = {"stabilizer": NON_NEGATIVE}
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = float(stabilizer)

@@ -38,6 +38,7 @@ from torch import Tensor
 from ..errors import ConfigurationError, GraphChangedError
 from ..ledger import LedgerEntry
 from ..ops import LinearOp
+from ..params import NON_NEGATIVE, Spec
 from .base import Rule, per_sample_dot, per_sample_sum, register, safe_divide, stabilize
 
 if TYPE_CHECKING:
@@ -205,8 +206,6 @@ class EpsilonRule(LinearRule):
     label = "epsilon"
 
     def __init__(self, epsilon: float = 1e-6) -> None:
-        if not epsilon >= 0:
-            raise ConfigurationError(f"epsilon must be >= 0, got {epsilon!r}; pass a non-negative float.")
         self.epsilon = float(epsilon)
 
     def params(self) -> dict[str, Any]:
@@ -333,6 +332,8 @@ class NormRule(EpsilonRule):
 
     applies_to: ClassVar[tuple[str, ...]] = ("affine",)
     label = "norm"
+    # The stabiliser is LRP-ε's ε here: 0 is the plain gradient, no division.
+    parameter_ranges: ClassVar[dict[str, Spec]] = {"stabilizer": NON_NEGATIVE}
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         super().__init__(epsilon=stabilizer)
@@ -400,8 +401,6 @@ class GammaRule(LinearRule):
     label = "gamma"
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
-        if not gamma >= 0:
-            raise ConfigurationError(f"gamma must be >= 0, got {gamma!r}; pass a non-negative float.")
         self.gamma = float(gamma)
         self.stabilizer = float(stabilizer)
 
@@ -490,16 +489,6 @@ class AlphaBetaRule(LinearRule):
     label = "alpha-beta"
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
-        if alpha < 0 or beta < 0:
-            raise ConfigurationError(
-                f"alpha and beta must be >= 0, got alpha={alpha!r}, beta={beta!r}; choose beta >= 0 and "
-                "alpha = beta + 1."
-            )
-        if abs((alpha - beta) - 1.0) > 1e-12:
-            raise ConfigurationError(
-                f"the alpha-beta rule needs alpha = beta + 1 to conserve relevance, got alpha={alpha!r}, "
-                f"beta={beta!r}; set alpha={beta + 1!r}."
-            )
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.stabilizer = float(stabilizer)
