@@ -163,11 +163,20 @@ class Operators(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)
-        h = h**2 if self.expression == "power" else h / h.sum()
-        return self.out(h)
+        expressions = {"power": lambda: h**2, "division": lambda: h / h.sum(), "reciprocal": lambda: 1 / h}
+        expressions["remainder"] = lambda: h % 2
+        return self.out(expressions[self.expression]())
 
 
-@pytest.mark.parametrize(("expression", "function"), [("power", "torch.Tensor.pow"), ("division", "torch.Tensor.div")])
+@pytest.mark.parametrize(
+    ("expression", "function"),
+    [
+        ("power", "torch.Tensor.pow"),
+        ("division", "torch.Tensor.div"),
+        ("reciprocal", "torch.Tensor.__rdiv__"),
+        ("remainder", "torch.Tensor.remainder"),
+    ],
+)
 def test_python_operators_without_a_rule_raise_relprops_error(expression: str, function: str) -> None:
     """Python's operator wrapper would turn the error into a bare "unsupported operand" TypeError."""
     with pytest.raises(relprop.UnsupportedOperationError) as info:

@@ -33,66 +33,128 @@ def ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / denominator)
 
 
-def oracle_lstm(model: Last, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Arras et al. (2017) with ε = 0, written per time step and per gate (rows i, f, g, o)."""
-    lstm = model.rnn
-    w_ih, w_hh, b_ih, b_hh = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+Step = tuple[torch.Tensor, ...]
+
+
+def lstm_forward(
+    x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, order: range
+) -> tuple[torch.Tensor, list[Step]]:
+    """One direction of one LSTM layer, step by step (rows i, f, g, o); returns the outputs and what each step saw."""
     n, steps, _ = x.shape
     hidden = w_hh.shape[1]
     h, c = torch.zeros(n, hidden, dtype=x.dtype), torch.zeros(n, hidden, dtype=x.dtype)
-    saved = []
-    for t in range(steps):
+    out = torch.zeros(n, steps, hidden, dtype=x.dtype)
+    saved: list[Step] = [()] * steps
+    for t in order:
         pre = x[:, t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh
         i, f, g_pre, o = pre.chunk(4, 1)
         i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
         g = torch.tanh(g_pre)
         c_new = f * c + i * g
-        saved.append((h, c, i, f, g, g_pre, c_new))
+        saved[t] = (h, c, i, f, g, g_pre, c_new)
         h, c = o * torch.tanh(c_new), c_new
-    # the head: LRP-0 from the logit z_c
-    relevance_h = h * model.head.weight[target]
-    relevance_c_next = torch.zeros_like(h)
-    relevance_x = torch.zeros_like(x)
+        out[:, t] = h
+    return out, saved
+
+
+def lstm_backward(
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    saved: list[Step],
+    order: range,
+    relevance_out: torch.Tensor,
+) -> torch.Tensor:
+    """Arras et al. (2017) with ε = 0 back through one direction: relevance of the layer input."""
+    hidden = w_hh.shape[1]
     w_ig, w_hg = w_ih[2 * hidden : 3 * hidden], w_hh[2 * hidden : 3 * hidden]
-    for t in reversed(range(steps)):
+    relevance_x = torch.zeros_like(x)
+    relevance_h_carried = torch.zeros_like(relevance_out[:, 0])
+    relevance_c_next = torch.zeros_like(relevance_out[:, 0])
+    for t in reversed(order):
         h_prev, c_prev, i, f, g, g_pre, c_t = saved[t]
-        relevance_c = relevance_h + relevance_c_next  # h = o ⊙ tanh(c): o constant, tanh passes relevance
+        relevance_c = relevance_out[:, t] + relevance_h_carried + relevance_c_next  # o constant, tanh passes it
         relevance_c_next = ratio(f * c_prev, c_t) * relevance_c  # c = f ⊙ c_prev + i ⊙ g: proportional
         relevance_g = ratio(i * g, c_t) * relevance_c  # i constant: all to g, through tanh unchanged
         s = ratio(relevance_g, g_pre)  # LRP-0 on z_g = W_ig x + b + W_hg h + b'
         relevance_x[:, t] = x[:, t] * (s @ w_ig)
-        relevance_h = h_prev * (s @ w_hg)
+        relevance_h_carried = h_prev * (s @ w_hg)
     return relevance_x
 
 
-def oracle_gru(model: Last, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Signal-take-all for the GRU with ε = 0: r, z and 1 - z constant (rows r, z, n)."""
-    gru = model.rnn
-    w_ih, w_hh, b_ih, b_hh = gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+def gru_forward(
+    x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, order: range
+) -> tuple[torch.Tensor, list[Step]]:
+    """One direction of one GRU layer, step by step (rows r, z, n)."""
     n, steps, _ = x.shape
     hidden = w_hh.shape[1]
     h = torch.zeros(n, hidden, dtype=x.dtype)
-    saved = []
-    for t in range(steps):
+    out = torch.zeros(n, steps, hidden, dtype=x.dtype)
+    saved: list[Step] = [()] * steps
+    for t in order:
         x_r, x_z, x_n = (x[:, t] @ w_ih.T + b_ih).chunk(3, 1)
         h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, 1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         a = x_n + r * h_n
         new = (1 - z) * torch.tanh(a) + z * h
-        saved.append((h, r, z, x_n, h_n, a, new))
+        saved[t] = (h, r, z, x_n, h_n, a, new)
         h = new
-    relevance_h = h * model.head.weight[target]
-    relevance_x = torch.zeros_like(x)
+        out[:, t] = h
+    return out, saved
+
+
+def gru_backward(
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    saved: list[Step],
+    order: range,
+    relevance_out: torch.Tensor,
+) -> torch.Tensor:
+    """Signal-take-all for the GRU with ε = 0 (r, z and 1 - z constant) back through one direction."""
+    hidden = w_hh.shape[1]
     w_in, w_hn = w_ih[2 * hidden :], w_hh[2 * hidden :]
-    for t in reversed(range(steps)):
+    relevance_x = torch.zeros_like(x)
+    relevance_h_carried = torch.zeros_like(relevance_out[:, 0])
+    for t in reversed(order):
         h_prev, r, z, x_n, h_n, a, h_t = saved[t]
+        relevance_h = relevance_out[:, t] + relevance_h_carried
         relevance_n = ratio((1 - z) * torch.tanh(a), h_t) * relevance_h  # then through tanh unchanged
-        relevance_h_prev = ratio(z * h_prev, h_t) * relevance_h
         relevance_xn = ratio(x_n, a) * relevance_n
         relevance_hn = ratio(r * h_n, a) * relevance_n  # r constant
         relevance_x[:, t] = x[:, t] * (ratio(relevance_xn, x_n) @ w_in)
-        relevance_h = relevance_h_prev + h_prev * (ratio(relevance_hn, h_n) @ w_hn)
+        relevance_h_carried = ratio(z * h_prev, h_t) * relevance_h + h_prev * (ratio(relevance_hn, h_n) @ w_hn)
     return relevance_x
+
+
+def oracle(model: Last, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The unrolled float64 reference for every layer and direction; LRP-0 on the head at the last step."""
+    rnn = model.rnn
+    forward, backward = (lstm_forward, lstm_backward) if isinstance(rnn, nn.LSTM) else (gru_forward, gru_backward)
+    steps = x.shape[1]
+    orders = [range(steps), range(steps - 1, -1, -1)][: 2 if rnn.bidirectional else 1]
+    inputs, runs = [x], []
+    for layer in range(rnn.num_layers):
+        outputs, per_direction = [], []
+        for direction, order in enumerate(orders):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            weights = [getattr(rnn, f"{name}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            out, saved = forward(inputs[-1], *weights, order)
+            outputs.append(out)
+            per_direction.append((weights[0], weights[1], saved, order))
+        inputs.append(torch.cat(outputs, 2))
+        runs.append(per_direction)
+    top = inputs[-1]
+    relevance = torch.zeros_like(top)
+    relevance[:, -1] = top[:, -1] * model.head.weight[target]
+    hidden = rnn.hidden_size
+    for layer in reversed(range(rnn.num_layers)):
+        below = torch.zeros_like(inputs[layer])
+        for direction, (w_ih, w_hh, saved, order) in enumerate(runs[layer]):
+            part = relevance[:, :, direction * hidden : (direction + 1) * hidden]
+            below = below + backward(inputs[layer], w_ih, w_hh, saved, order, part)
+        relevance = below
+    return relevance
 
 
 def build(cell: str, **kwargs: object) -> Last:
@@ -104,11 +166,14 @@ def build(cell: str, **kwargs: object) -> Last:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_signal_take_all_matches_the_unrolled_oracle(cell: str) -> None:
-    model = build(cell)
+@pytest.mark.parametrize(("bidirectional", "layers"), [(False, 1), (True, 1), (False, 2), (True, 2)])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_signal_take_all_matches_the_unrolled_oracle(
+    cell: str, bidirectional: bool, layers: int, batch_first: bool
+) -> None:
+    model = build(cell, bidirectional=bidirectional, layers=layers, batch_first=batch_first)
     x = torch.randn(3, 6, 4, dtype=torch.float64)
     result = relprop.explain(model, x, composite="epsilon", **EXACT)
-    oracle = oracle_lstm if cell == "lstm" else oracle_gru
     with torch.no_grad():
         expected = oracle(model, x, result.target)
     torch.testing.assert_close(result.relevance, expected, rtol=1e-9, atol=1e-12)
@@ -138,18 +203,24 @@ def test_signal_take_all_conserves_on_every_configuration(
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_gradient_mode_is_the_gradient_with_a_closing_ledger(cell: str) -> None:
+@pytest.mark.parametrize("rule", [rules.RecurrentRule("gradient"), rules.GradientRule()], ids=["recurrent", "gradient"])
+def test_gradient_mode_is_the_gradient_with_a_closing_ledger(cell: str, rule: rules.Rule) -> None:
+    """The layer as one operation: its tuple output is probed, so the ledger row shows what it absorbs."""
     model = build(cell, bidirectional=True)
     x = torch.randn(3, 6, 4, dtype=torch.float64)
-    result = relprop.explain(
-        model, x, composite="lrp-0", rules=[(match.kind("recurrent"), rules.RecurrentRule("gradient"))]
-    )
+    result = relprop.explain(model, x, composite="lrp-0", rules=[(match.kind("recurrent"), rule)])
     xx = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(model(xx).gather(1, result.target[:, None]).sum(), xx)
     torch.testing.assert_close(result.relevance, g * x, rtol=1e-10, atol=1e-12)
     assert result.ledger.closes(rtol=1e-10)
-    (row,) = [e for e in result.ledger.entries if e.rule.startswith("recurrent")]
+    (row,) = [e for e in result.ledger.entries if e.path == "rnn"]
+    assert row.rule.startswith(rule.label)
     assert row.relevance_out is not None and float(row.absorbed.abs().max()) > 1e-6  # the LSTM is not conservative
+    # what reached the layer's output is the head's LRP-0 relevance of the last step's hidden state
+    out, _ = model.rnn(x)
+    torch.testing.assert_close(
+        row.relevance_out, (out[:, -1] * model.head.weight[result.target]).sum(1), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_packed_sequences_are_refused() -> None:
@@ -204,3 +275,34 @@ def test_crnn_explains_end_to_end_with_the_ledger_closing() -> None:
         torch.testing.assert_close(result.output, model(x), rtol=1e-12, atol=1e-12)
     table = relprop.Explainer(model, "epsilon-gamma-box", low=-3.0, high=3.0).rule_table(x)
     assert "rnn" in table and "epsilon" in table
+
+
+class GivenState(nn.Module):
+    """A learnt initial state, and an unbatched call (one sequence, no batch dimension) inside the model."""
+
+    def __init__(self, cell: str, unbatched: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(4, 5, bidirectional=True)
+        self.h0 = nn.Parameter(torch.randn(2, 1, 5))
+        self.head = nn.Linear(10, 3)
+        self.unbatched = unbatched
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence = x[0] if self.unbatched else x.transpose(0, 1)  # (T, I) or (T, N, I)
+        h0 = self.h0[:, 0] if self.unbatched else self.h0.expand(-1, x.shape[0], -1).contiguous()
+        out, _ = self.rnn(sequence, (h0, torch.zeros_like(h0)) if self.cell == "lstm" else h0)
+        return self.head(out[-1:] if self.unbatched else out[-1])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_initial_states_and_unbatched_calls(cell: str, unbatched: bool) -> None:
+    model = GivenState(cell, unbatched).double().eval()
+    x = torch.randn(1 if unbatched else 3, 6, 4, dtype=torch.float64)
+    result = relprop.explain(model, x, composite="epsilon", **EXACT)
+    with torch.no_grad():
+        torch.testing.assert_close(result.output, model(x), rtol=1e-12, atol=1e-12)
+    assert result.ledger.closes(rtol=1e-9)
+    # the initial state is a constant: it takes relevance, so the input gets less than the score
+    assert float((result.score - result.relevance.flatten(1).sum(1)).abs().max()) > 1e-6
