@@ -151,3 +151,76 @@ def test_torchvision_models_keep_their_output_bit_for_bit(make: Callable[[], nn.
         expected = model(x)
     result = relprop.explain(model, x, composite="epsilon-gamma-box", canonize=False)
     assert torch.equal(result.output, expected)
+
+
+class MorePatterns(nn.Module):
+    """Further aliasing patterns, each with an out-of-place twin computing the same function."""
+
+    def __init__(self, variant: str, in_place: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 6)
+        self.fc2 = nn.Linear(6, 6)
+        self.out = nn.Linear(6, 3)
+        self.variant = variant
+        self.in_place = in_place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        return self.out(getattr(self, self.variant.replace("-", "_"))(x, h))
+
+    def setitem(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            h[:, 0] = 0.0  # a write into a rule's output (autograd refuses it on a custom function's view)
+            h.relu_()
+            return h
+        return torch.relu(torch.cat([torch.zeros_like(h[:, :1]), h[:, 1:]], 1))
+
+    def overlapping_views(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            a, b = h[:, :4], h[:, 2:]  # both taken before the change
+            a.relu_()
+            return torch.cat([b, h[:, :2]], 1) + h
+        r = torch.cat([torch.relu(h[:, :4]), h[:, 4:]], 1)
+        return torch.cat([r[:, 2:], r[:, :2]], 1) + r
+
+    def chained_in_place(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            g = h.relu_()  # g is h
+            g.mul_(3.0)
+            h.add_(1.0)
+            return g
+        return torch.relu(h) * 3.0 + 1.0
+
+    def other_operand(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        k = self.fc2(x)
+        if self.in_place:
+            h.add_(k)
+            k.relu_()  # changes k after h read it: h keeps the old k
+            return h * 0.5 + k
+        return (h + k) * 0.5 + torch.relu(k)
+
+    def hardtanh(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            nn.Hardtanh(inplace=True)(h)  # result discarded: h itself is changed
+        else:
+            h = nn.Hardtanh()(h)
+        return h + self.fc2(h)
+
+
+@pytest.mark.parametrize("variant", ["setitem", "overlapping-views", "chained-in-place", "other-operand", "hardtanh"])
+def test_in_place_variants_explain_like_their_out_of_place_twins(variant: str) -> None:
+    model = MorePatterns(variant, in_place=True).double().eval()
+    twin = MorePatterns(variant, in_place=False).double().eval()
+    with torch.no_grad():
+        model.fc1.bias.fill_(-0.3)
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x.clone())
+        assert torch.allclose(twin(x), expected, rtol=0, atol=1e-12)
+    for composite in ("lrp-0", "epsilon-gamma-box", "epsilon-plus-flat"):
+        result = relprop.explain(model, x, composite=composite)
+        reference = relprop.explain(twin, x, composite=composite)
+        assert torch.equal(result.output, expected)
+        torch.testing.assert_close(result.relevance, reference.relevance, rtol=1e-10, atol=1e-12)
+        assert result.ledger.closes(rtol=1e-9)

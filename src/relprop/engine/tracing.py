@@ -185,6 +185,8 @@ class Tracer:
 
     def __init__(self, state: CallState) -> None:
         self.state = state
+        # Tensors the tracer made to be written into (copies for functional writes): written natively.
+        self._scratch: dict[int, weakref.ReferenceType[Tensor]] = {}
 
     # -- entry point ----------------------------------------------------------------------------
     def handle(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -201,6 +203,8 @@ class Tracer:
                 carrying.append((position, t, tr))
         if not carrying:
             return func(*args, **kwargs)
+        if func in NATIVE_INPLACE and self._writes_carrying(args):
+            return self._write_functionally(func, args, kwargs)
         if isinstance(func, torch._ops.OpOverload):
             # Graphs of ATen operators (converted TorchScript): see them as the functional calls.
             func, args, kwargs = _aten.normalize(func, args, kwargs)
@@ -276,6 +280,31 @@ class Tracer:
             return type(a)(self._resolved(b) for b in a)
         return a
 
+    def _writes_carrying(self, args: Sequence[Any]) -> bool:
+        target = args[0] if args else None
+        if not isinstance(target, Tensor) or self.state.lookup(target) is None:
+            return False
+        ref = self._scratch.get(id(target))
+        return ref is None or ref() is not target
+
+    def _scratch_copy(self, t: Tensor) -> Tensor:
+        """A recorded clone of ``t`` that the tracer may write into natively."""
+        copy: Tensor = self.handle(torch.Tensor.clone, (t,), {})
+        self._scratch[id(copy)] = weakref.ref(copy)
+        return copy
+
+    def _write_functionally(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """``t[i] = v`` or ``t.copy_(v)`` on a relevance-carrying ``t``: written into a copy, the new version of ``t``.
+
+        Written natively, the write would change a tensor that the rules' backward functions may have
+        saved (or a view of a custom function's output, which autograd refuses).
+        """
+        target = args[0]
+        copy = self._scratch_copy(target)
+        result = self.handle(func, (copy, *args[1:]), kwargs)
+        self._set_version(target, copy)
+        return result
+
     def _set_version(self, t: Tensor, new: Tensor, write_through: bool = True) -> None:
         """Make ``new`` the version of ``t`` every later reader gets; a changed view changes its base too."""
         st = self.state
@@ -287,8 +316,9 @@ class Tracer:
             return
         # Writing through a view: the base's new version is a copy with the view's region replaced.
         base = self.current(view.base)
-        copy = self.handle(torch.Tensor.clone, (base,), {})
+        copy = self._scratch_copy(base)
         region = view.derive(self, copy)
+        self._scratch[id(region)] = weakref.ref(region)
         self.handle(torch.Tensor.copy_, (region, new), {})
         st.track(copy, st.index - 1, torch.Tensor.copy_)  # the write is what the copy holds now
         self._set_version(view.base, copy)
