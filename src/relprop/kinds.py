@@ -785,12 +785,19 @@ def _packed(args: Sequence[Any]) -> bool:
     return isinstance(second, Tensor) and second.dim() == 1 and not second.is_floating_point()
 
 
-def _refuse_packed(call: Call) -> None:
+def _check_recurrent(call: Call) -> None:
+    """Refuse packed sequences, and dropout between the layers of a recurrent layer in training mode."""
+    where = f"module '{call.display_path}' ({call.record.module_type.__name__})"
     if call.kind.name != "recurrent" or _packed(call.args):
         raise UnsupportedOperationError(
-            f"module '{call.display_path}' ({call.record.module_type.__name__}) runs a recurrent layer on a packed "
-            "sequence; relprop explains LSTMs and GRUs on padded batches, so pass the padded tensor "
-            "(nn.utils.rnn.pad_packed_sequence, or no packing) to the layer."
+            f"{where} runs a recurrent layer on a packed sequence; relprop explains LSTMs and GRUs on padded "
+            "batches, so pass the padded tensor (nn.utils.rnn.pad_packed_sequence, or no packing) to the layer."
+        )
+    # torch.lstm / torch.gru(input, hx, params, has_biases, num_layers, dropout, train, ...)
+    num_layers, dropout, train = call.args[4:7]
+    if train and dropout > 0 and num_layers > 1:
+        raise ModelStateError(
+            f"{where} applies dropout between its layers (training mode); call model.eval() before explaining."
         )
 
 
@@ -801,12 +808,12 @@ register(
         {torch.lstm, torch.gru},
         groups=("recurrent",),
         default_rule="recurrent",
-        check=_refuse_packed,
+        check=_check_recurrent,
         decomposable=True,
     )
 )
-# Packing a sequence for a recurrent layer: refused with a clear message (see _refuse_packed).
-register(Kind("packed_sequence", {torch._pack_padded_sequence}, ruled=False, check=_refuse_packed))
+# Packing a sequence for a recurrent layer: refused with a clear message (see _check_recurrent).
+register(Kind("packed_sequence", {torch._pack_padded_sequence}, ruled=False, check=_check_recurrent))
 
 # Linear operations without bias, and pure routing (reshape, index, concatenate): their gradient
 # is exact LRP-0, which conserves relevance (Σ x ⊙ Aᵀg = Σ (Ax) ⊙ g).

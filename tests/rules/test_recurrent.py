@@ -306,3 +306,29 @@ def test_initial_states_and_unbatched_calls(cell: str, unbatched: bool) -> None:
     assert result.ledger.closes(rtol=1e-9)
     # the initial state is a constant: it takes relevance, so the input gets less than the score
     assert float((result.score - result.relevance.flatten(1).sum(1)).abs().max()) > 1e-6
+
+
+def test_projections_and_training_dropout_are_refused() -> None:
+    projected = Last("lstm").eval()
+    projected.rnn = nn.LSTM(4, 5, proj_size=3, batch_first=True)
+    projected.head = nn.Linear(3, 3)
+    message = r"^recurrent layer 'rnn' has 5 weight tensors, more than an LSTM or GRU without projections; relprop"
+    with pytest.raises(relprop.UnsupportedOperationError, match=message):
+        relprop.explain(projected.eval(), torch.randn(2, 5, 4))
+
+    class Functional(nn.Module):
+        """torch.lstm called directly in training mode with dropout between its two layers."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(4, 5, num_layers=2, batch_first=True)
+            self.head = nn.Linear(5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            zeros = torch.zeros(2, x.shape[0], 5)
+            weights = self.rnn._flat_weights
+            out = torch.lstm(x, (zeros, zeros), weights, True, 2, 0.5, True, False, True)[0]
+            return self.head(out[:, -1])
+
+    with pytest.raises(relprop.ModelStateError, match=r"^module '\(model\)' \(Functional\) applies dropout between"):
+        relprop.explain(Functional().eval(), torch.randn(2, 5, 4))

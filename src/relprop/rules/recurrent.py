@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigurationError, UnsupportedOperationError
+from ..errors import ConfigurationError, UnsupportedOperationError, display_path
 from .base import Rule, register
 
 __all__ = ["RecurrentRule", "unrolled_gru", "unrolled_lstm"]
@@ -50,8 +50,9 @@ def _layer_params(
 def _check_params(params: Sequence[Tensor], has_biases: bool, layers: int, directions: int, path: str) -> None:
     if len(params) != (4 if has_biases else 2) * layers * directions:
         raise UnsupportedOperationError(
-            f"recurrent layer '{path}' has {len(params)} weight tensors; relprop explains LSTMs without projections "
-            "(proj_size=0) and GRUs."
+            f"recurrent layer '{display_path(path)}' has {len(params)} weight tensors, more than an LSTM or GRU "
+            "without projections; relprop explains LSTMs with proj_size=0 and GRUs, so drop the projection or give "
+            "the layer RecurrentRule('gradient')."
         )
 
 
@@ -127,7 +128,6 @@ def unrolled_lstm(
     """``torch.lstm`` as time steps of plain operations, with the gates held constant."""
     directions = 2 if bidirectional else 1
     _check_params(params, has_biases, num_layers, directions, path)
-    _check_eval(path, dropout, train, num_layers)
     unbatched = input.dim() == 2
     x = input.unsqueeze(0 if batch_first else 1) if unbatched else input
     x = x if batch_first else x.transpose(0, 1)
@@ -161,7 +161,6 @@ def unrolled_gru(
     """``torch.gru`` as time steps of plain operations, with the gates held constant."""
     directions = 2 if bidirectional else 1
     _check_params(params, has_biases, num_layers, directions, path)
-    _check_eval(path, dropout, train, num_layers)
     unbatched = input.dim() == 2
     x = input.unsqueeze(0 if batch_first else 1) if unbatched else input
     x = x if batch_first else x.transpose(0, 1)
@@ -173,13 +172,6 @@ def unrolled_gru(
     if unbatched:
         out, h_n = out.squeeze(0 if batch_first else 1), h_n.squeeze(1)
     return out, h_n
-
-
-def _check_eval(path: str, dropout: float, train: bool, num_layers: int) -> None:
-    if train and dropout > 0 and num_layers > 1:
-        raise ConfigurationError(
-            f"recurrent layer '{path}' applies dropout between its layers (training mode); call model.eval() first."
-        )
 
 
 UNROLLED: dict[Callable[..., Any], Callable[..., Any]] = {torch.lstm: unrolled_lstm, torch.gru: unrolled_gru}
