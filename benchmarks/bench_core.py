@@ -117,7 +117,7 @@ def build_method(name: str, model: Any, x: Any) -> tuple[Callable[[], Any], Call
                     for v in value:
                         visit(v)
 
-            for _, value in explainer._cache.values():
+            for value in explainer.weights.values():
                 visit(value)
             return total
 

@@ -116,11 +116,6 @@ def test_why_is_this_word_detected_here(craft, page_crop) -> None:
     assert share >= 0.8, share
 
 
-@pytest.mark.xfail(
-    raises=relprop.UnsupportedOperationError,
-    strict=True,
-    reason="waits for the engine's support of in-place ReLUs on tensors read again (ENGINE helper)",
-)
 def test_the_published_in_place_model_explains_like_the_out_of_place_variant(craft, page_crop) -> None:
     published = load_craft(inplace=True)
     target = region(box=(0, 0, 32, 16), channel=0, output_layout="channels_last")
@@ -128,7 +123,9 @@ def test_the_published_in_place_model_explains_like_the_out_of_place_variant(cra
     params = {"output": 0, "composite": "epsilon-gamma-box", "low": low, "high": high}
     expected = relprop.explain(craft, page_crop, target=target, **params)
     result = relprop.explain(published, page_crop, target=target, **params)
+    assert torch.equal(result.output, expected.output)  # the in-place ReLUs compute the same function
     assert torch.allclose(result.relevance, expected.relevance, rtol=1e-5, atol=1e-7)
+    assert result.ledger.closes()
 
 
 @pytest.mark.heavy

@@ -84,8 +84,10 @@ def test_training_mode_is_refused_with_a_clear_message() -> None:
         relprop.explain(model, torch.randn(2, 3, 8, 8))
 
 
-def test_discarded_in_place_result_is_refused() -> None:
-    class Bad(nn.Module):
+def test_discarded_in_place_result_is_followed() -> None:
+    """Issue 12 turned this refusal into support: the in-place result is the tensor's new version."""
+
+    class SideEffect(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.fc = nn.Linear(4, 4)
@@ -96,8 +98,12 @@ def test_discarded_in_place_result_is_refused() -> None:
             h.relu_()  # result discarded: relies on the in-place side effect
             return self.out(h)
 
-    with pytest.raises(relprop.UnsupportedOperationError, match="uses a tensor after an in-place operation"):
-        relprop.explain(Bad().eval(), torch.randn(2, 4))
+    model = SideEffect().eval()
+    x = torch.randn(2, 4)
+    result = relprop.explain(model, x)
+    with torch.no_grad():
+        assert torch.equal(result.output, model(x))
+    assert result.ledger.closes(rtol=1e-4)
 
 
 def test_output_that_does_not_depend_on_the_input_is_refused() -> None:
@@ -146,3 +152,35 @@ def test_model_returning_a_dict_is_refused_clearly() -> None:
         relprop.ConfigurationError, match=r"the model returned a dict with keys 'scores' .*output='scores'"
     ):
         relprop.explain(DictOut().eval(), torch.randn(1, 4))
+
+
+class Operators(nn.Module):
+    def __init__(self, expression: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 2)
+        self.expression = expression
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        expressions = {"power": lambda: h**2, "division": lambda: h / h.sum(), "reciprocal": lambda: 1 / h}
+        expressions["remainder"] = lambda: h % 2
+        return self.out(expressions[self.expression]())
+
+
+@pytest.mark.parametrize(
+    ("expression", "function"),
+    [
+        ("power", "torch.Tensor.pow"),
+        ("division", "torch.Tensor.div"),
+        ("reciprocal", "torch.Tensor.__rdiv__"),
+        ("remainder", "torch.Tensor.remainder"),
+    ],
+)
+def test_python_operators_without_a_rule_raise_relprops_error(expression: str, function: str) -> None:
+    """Python's operator wrapper would turn the error into a bare "unsupported operand" TypeError."""
+    with pytest.raises(relprop.UnsupportedOperationError) as info:
+        relprop.explain(Operators(expression).eval(), torch.randn(2, 4), composite="epsilon")
+    message = str(info.value)
+    assert message.startswith(f"relprop has no rule for {function} on relevance-carrying tensors in module '(model)'")
+    assert "(Operators)" in message

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ModelStateError, UnsupportedOperationError
+from .errors import ModelStateError, UnsupportedOperationError, display_path
 
 __all__ = ["DECOMPOSITIONS"]
 
@@ -29,7 +29,7 @@ def _addmm(
     """``beta · bias + alpha · mat1 @ mat2``: a dense layer ``F.linear(mat1, mat2ᵀ, bias)`` when it is one."""
     if kwargs.get("out") is not None:
         raise UnsupportedOperationError(
-            f"module '{path or '(model)'}' calls torch.addmm with out=; relprop cannot attach rules to it."
+            f"module '{display_path(path)}' calls torch.addmm with out=; relprop cannot attach rules to it."
         )
     if beta == 1 and alpha == 1 and mat2.dim() == 2:
         return F.linear(mat1, mat2.t(), bias)
@@ -69,7 +69,7 @@ def _merge_masks(
             mask = mask.view(batch, heads, target, source)
         else:
             raise UnsupportedOperationError(
-                f"multi-head attention in '{path or '(model)'}' has an attn_mask of shape {tuple(attn_mask.shape)}; "
+                f"multi-head attention in '{display_path(path)}' has an attn_mask of shape {tuple(attn_mask.shape)}; "
                 "relprop supports (L, S) and (N * heads, L, S) masks."
             )
         merged = mask
@@ -108,7 +108,7 @@ def _multi_head_attention(
     is_causal: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """``F.multi_head_attention_forward`` as projections, scaled dot-product attention and a projection."""
-    where = path or "(model)"
+    where = display_path(path)
     if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
         raise UnsupportedOperationError(
             f"multi-head attention in '{where}' uses add_bias_kv, add_zero_attn or static keys; relprop supports "

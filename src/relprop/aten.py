@@ -4,8 +4,8 @@ Models that are not Python code — TorchScript archives, converted to an FX gra
 operators (see :func:`relprop.models.loading.load_model`) — call ``torch.ops.aten.*``
 overloads instead of ``torch.nn.functional``. This module rewrites those calls into the
 equivalent functional calls (same arithmetic, the arguments reordered) so that every rule
-applies to them unchanged, and names the ATen operators that are pure routing or linear
-without bias (reshapes, concatenation, means).
+applies to them unchanged. The ATen operators that are pure routing or linear without bias
+(reshapes, concatenation, means) are declared with the ``exact`` kind in :mod:`relprop.kinds`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["is_exact", "normalize"]
+__all__ = ["normalize"]
 
 aten = torch.ops.aten
 Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -84,39 +84,6 @@ _ALIASES: dict[Any, Callable[[Sequence[Any], dict[str, Any]], Call]] = {
     aten.flatten.using_ints: _same(torch.flatten),
 }
 
-# Routing and bias-free linear ATen operators: their gradient is exact LRP-0.
-_EXACT = frozenset(
-    [
-        "view",
-        "reshape",
-        "_unsafe_view",
-        "t",
-        "transpose",
-        "permute",
-        "flatten",
-        "unflatten",
-        "squeeze",
-        "unsqueeze",
-        "expand",
-        "clone",
-        "contiguous",
-        "slice",
-        "select",
-        "index",
-        "cat",
-        "stack",
-        "split",
-        "split_with_sizes",
-        "chunk",
-        "mean",
-        "sum",
-        "alias",
-        "detach_copy",
-        "_to_copy",
-        "constant_pad_nd",
-    ]
-)
-
 
 def normalize(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Call:
     """The functional equivalent of an ATen overload call (or the call itself if there is none)."""
@@ -124,9 +91,3 @@ def normalize(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, A
     if adapt is None:
         return func, tuple(args), kwargs
     return adapt(args, kwargs)
-
-
-def is_exact(func: Callable[..., Any]) -> bool:
-    """Whether an ATen overload is pure routing or linear without a constant term."""
-    packet = getattr(func, "overloadpacket", None)
-    return packet is not None and packet.__name__ in _EXACT

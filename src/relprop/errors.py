@@ -35,6 +35,11 @@ class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
 
 
+def display_path(path: str) -> str:
+    """A module path for messages: the path itself, or ``(model)`` for the model's own forward."""
+    return path or "(model)"
+
+
 class NonFiniteError(RelpropError, ArithmeticError):
     """The inputs or a result hold NaN or Inf (model output, explained score or relevance): never a success."""
 

@@ -38,6 +38,7 @@ __all__ = [
     "GATE_FUNCS",
     "INPLACE_TO_OUT_OF_PLACE",
     "KINDS",
+    "MULTI_OUTPUT_FUNCS",
     "PIECEWISE_LINEAR",
     "RELU_FUNCS",
     "Kind",
@@ -128,6 +129,9 @@ class Kind:
         Names of ATen overload packets of this kind (models converted to ATen graphs).
     hint
         Added to the error raised when no rule applies (which composites have rules for it).
+    decomposable
+        Its rule may explain it through its parts (``Rule.decomposition``), which the engine then
+        runs instead of the call (an LSTM unrolled into time steps).
     """
 
     name: str
@@ -149,6 +153,7 @@ class Kind:
     recorded: tuple[str, ...] = ()
     aten: frozenset[str] = frozenset()
     hint: str = ""
+    decomposable: bool = False
 
     def signature_of(self, func: Func) -> Signature:
         """The argument signature of one of this kind's functions."""
@@ -333,6 +338,42 @@ INPLACE_TO_OUT_OF_PLACE: dict[Func, Func] = {
     Tensor_.unsqueeze_: torch.unsqueeze,
     Tensor_.transpose_: torch.transpose,
 }
+
+# Functions that return several tensors, with where their dimension argument is and its default:
+# (position after the tensor, default). The routing ones among them get ledger rows when they split
+# or reduce a dimension other than the batch.
+_MULTI_OUTPUT_DIMS: dict[str, tuple[int, int | None]] = {
+    "split": (1, 0),
+    "split_with_sizes": (1, 0),
+    "chunk": (1, 0),
+    "unbind": (0, 0),
+    "tensor_split": (1, 0),
+    "dsplit": (-1, 2),
+    "max": (0, None),
+    "min": (0, None),
+    "sort": (0, -1),
+    "topk": (1, -1),
+    "kthvalue": (1, -1),
+    "median": (0, None),
+    "mode": (0, -1),
+}
+#: Functions that return several tensors (split, unbind, max with indices ...).
+MULTI_OUTPUT_FUNCS: dict[Func, str] = {
+    getattr(owner, name): name for owner in (torch, Tensor_) for name in _MULTI_OUTPUT_DIMS if hasattr(owner, name)
+}
+
+
+def split_dim(func: Func, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int | None:
+    """The (non-negative) dimension a multi-output function splits or reduces, ``None`` if it reduces all."""
+    name = MULTI_OUTPUT_FUNCS.get(func)
+    if name is None or not args or not isinstance(args[0], Tensor):
+        return None
+    position, default = _MULTI_OUTPUT_DIMS[name]
+    dim = kwargs.get("dim", args[1 + position] if position >= 0 and len(args) > 1 + position else default)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        return None
+    return dim % max(args[0].dim(), 1)
+
 
 #: In-place functions the engine runs natively (they write a slice, or copy into the tensor).
 NATIVE_INPLACE: frozenset[Func] = frozenset({Tensor_.__setitem__, Tensor_.copy_})
@@ -683,6 +724,28 @@ register(
 )
 register(
     Kind(
+        "group_norm",
+        {F.group_norm},
+        Signature(("input", "num_groups", "weight", "bias", "eps"), {"weight": None, "bias": None, "eps": 1e-5}),
+        groups=("normalization",),
+        default_rule="normalization",
+    )
+)
+register(
+    Kind(
+        "instance_norm",
+        {F.instance_norm},
+        Signature(
+            ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats", "momentum", "eps"),
+            {"running_mean": None, "running_var": None, "weight": None, "bias": None, "use_input_stats": True}
+            | {"momentum": 0.1, "eps": 1e-5},
+        ),
+        groups=("normalization",),
+        default_rule="normalization",
+    )
+)
+register(
+    Kind(
         "normalize",
         {F.normalize},
         Signature(("input", "p", "dim", "eps"), {"p": 2.0, "dim": 1, "eps": 1e-12}),
@@ -714,6 +777,43 @@ MERGE_FUNCS: frozenset[Func] = _collect(
 # Functions whose scalar arguments are values written into the output (not dimensions).
 SCALAR_VALUE_FUNCS: frozenset[Func] = frozenset({torch.where, Tensor_.where, torch.masked_fill, Tensor_.masked_fill})
 register(Kind("merge", default_rule="gradient", masks=True))
+
+
+def _packed(args: Sequence[Any]) -> bool:
+    # torch.lstm / torch.gru on a packed sequence: the second argument holds the batch sizes.
+    second = args[1] if len(args) > 1 else None
+    return isinstance(second, Tensor) and second.dim() == 1 and not second.is_floating_point()
+
+
+def _check_recurrent(call: Call) -> None:
+    """Refuse packed sequences, and dropout between the layers of a recurrent layer in training mode."""
+    where = f"module '{call.display_path}' ({call.record.module_type.__name__})"
+    if call.kind.name != "recurrent" or _packed(call.args):
+        raise UnsupportedOperationError(
+            f"{where} runs a recurrent layer on a packed sequence; relprop explains LSTMs and GRUs on padded "
+            "batches, so pass the padded tensor (nn.utils.rnn.pad_packed_sequence, or no packing) to the layer."
+        )
+    # torch.lstm / torch.gru(input, hx, params, has_biases, num_layers, dropout, train, ...)
+    num_layers, dropout, train = call.args[4:7]
+    if train and dropout > 0 and num_layers > 1:
+        raise ModelStateError(
+            f"{where} applies dropout between its layers (training mode); call model.eval() before explaining."
+        )
+
+
+# Recurrent layers (nn.LSTM, nn.GRU): unrolled into time steps by their rule (Arras et al.), or one op.
+register(
+    Kind(
+        "recurrent",
+        {torch.lstm, torch.gru},
+        groups=("recurrent",),
+        default_rule="recurrent",
+        check=_check_recurrent,
+        decomposable=True,
+    )
+)
+# Packing a sequence for a recurrent layer: refused with a clear message (see _check_recurrent).
+register(Kind("packed_sequence", {torch._pack_padded_sequence}, ruled=False, check=_check_recurrent))
 
 # Linear operations without bias, and pure routing (reshape, index, concatenate): their gradient
 # is exact LRP-0, which conserves relevance (Σ x ⊙ Aᵀg = Σ (Ax) ⊙ g).
@@ -769,6 +869,7 @@ _EXACT_NAMES = [
     "rot90",
     "__getitem__",
     "__setitem__",
+    "copy_",
     "index_select",
     "gather",
     "take_along_dim",

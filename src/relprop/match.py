@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .errors import display_path
 from .kinds import KINDS
 
 __all__ = [
@@ -97,7 +98,7 @@ class LayerInfo:
     @property
     def display_path(self) -> str:
         """The module path, or ``(model)`` for the model's own forward."""
-        return self.path or "(model)"
+        return display_path(self.path)
 
 
 class Matcher:

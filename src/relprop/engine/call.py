@@ -47,15 +47,12 @@ class DirectRelevance:
         self.total = r if self.total is None else self.total + r
 
 
-def run_native(state: CallState, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Run ``func`` itself; an in-place call runs out of place and the tensor it would change goes stale."""
+def run_native(func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Run ``func`` itself; an in-place call runs out of place (its result becomes the tensor's new version)."""
     if func in NATIVE_INPLACE or not is_inplace(func, args, kwargs):
         return func(*args, **kwargs)
     target, rest, keywords = out_of_place(func, args, kwargs)
-    result = target(*rest, **keywords)
-    if args and isinstance(args[0], Tensor) and result is not args[0]:
-        state.mark_stale(args[0])
-    return result
+    return target(*rest, **keywords)
 
 
 class Call:
@@ -128,10 +125,13 @@ class Call:
 
     # -- computing ---------------------------------------------------------------------------------
     def native(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None) -> Any:
-        """The operation itself (on ``args``/``kwargs`` if given); in-place calls run out of place."""
-        return run_native(
-            self.state, self.func, self.args if args is None else args, self.kwargs if kwargs is None else kwargs
-        )
+        """The operation itself (on ``args``/``kwargs`` if given); in-place calls run out of place.
+
+        Rules never write into the model's tensors: the engine makes the result of an in-place call
+        the new version of the tensor it would have changed, and every later reader of that tensor
+        (or of a view of it) gets the new version.
+        """
+        return run_native(self.func, self.args if args is None else args, self.kwargs if kwargs is None else kwargs)
 
     def constant_part(self) -> Tensor | None:
         """The operation evaluated with its relevance-carrying inputs at 0 (the constant of an affine map)."""
@@ -149,12 +149,17 @@ class Call:
         """This call with other arguments (same operation, same record)."""
         return Call(self.state, self.record, self.kind, self.func, args, kwargs, self.carrying)
 
-    def probed(self, compute: Callable[[Call], Any]) -> Any:
-        """``compute(call)`` between ledger probes: the row records ``Σ x ⊙ g`` at the inputs and the output.
+    def batch_first(self, t: Tensor) -> bool:
+        """Whether ``t``'s first dimension is the batch (so a ledger row can hold one value per sample)."""
+        return t.dim() > 0 and t.shape[0] == self.state.samples
 
-        Without a ledger this is ``compute(self)``.
+    def probed(self, compute: Callable[[Call], Any], entry: LedgerEntry | None = None) -> Any:
+        """``compute(call)`` between ledger probes: the row records ``Σ x ⊙ g`` at the inputs and the outputs.
+
+        ``entry`` defaults to this operation's row; without a ledger this is ``compute(self)``.
+        Every relevance-carrying output is probed, also when the operation returns several.
         """
-        entry = self.entry
+        entry = entry or self.entry
         if entry is None:
             return compute(self)
         finite_only = self.kind.masks
@@ -172,11 +177,10 @@ class Call:
         )
         if carries(result):
             return Probe.apply(result, entry, "out", finite_only)
+        if isinstance(result, (list, tuple)) and any(carries(r) for r in result):
+            probed = [Probe.apply(r, entry, "out", finite_only) if carries(r) else r for r in result]
+            return type(result)(*probed) if hasattr(result, "_fields") else type(result)(probed)
         return result
-
-    def mark_stale(self, t: Tensor) -> None:
-        """Record that the model changed ``t`` in place: later reads of it are refused."""
-        self.state.mark_stale(t)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     @property

@@ -195,10 +195,6 @@ class Explainer:
     def _run(self, state: CallState, x: Tensor) -> Tensor:
         # Select inside the traced call: a callable selector's operations are part of the explained function.
         output = run_traced(state, x, self._forward)
-        if state.is_stale(output):
-            raise UnsupportedOperationError(
-                "the model returns a tensor after modifying it in place; return the result of the operation instead."
-            )
         if state.lookup(output) is None:
             raise UnsupportedOperationError(
                 "the model output does not depend on the input through operations relprop could follow (the input "
@@ -268,6 +264,9 @@ class Explainer:
                 f"the model ran {state.index} of the {len(plan.ops)} recorded operations; its operations depend on the "
                 "input values, so explain such inputs one at a time."
             )
+        # The alias tables serve the forward pass only; drop them so the backward can free activations.
+        state.versions.clear()
+        state.views.clear()
         head = initial_relevance(output, target, top=top, contrast=contrast)
         (grad,) = torch.autograd.grad(output, leaf, head.grad.to(output.dtype), allow_unused=True)
         relevance = torch.zeros_like(leaf) if grad is None else leaf.detach() * grad

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import display_path
 from ..outputs import select_output
 
 __all__ = ["display_path", "model_device", "select_output"]
@@ -17,8 +18,3 @@ def model_device(model: nn.Module) -> torch.device | None:
     for buffer in model.buffers():
         return buffer.device
     return None
-
-
-def display_path(path: str) -> str:
-    """A module path for messages: the path itself, or ``(model)`` for the model's own forward."""
-    return path or "(model)"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnsupportedOperationError
-from ..kinds import KINDS, Kind
+from ..kinds import KINDS, MULTI_OUTPUT_FUNCS, Kind, split_dim
 from ..match import LayerInfo
 from ..rules.base import Rule
 from ..rules.elementwise import FusedRectify, PassRule
@@ -116,12 +116,25 @@ class Plan:
 
 
 class NativeStep(Rule):
-    """Handler of kinds without a rule (routing, bias-free linear maps): the gradient is exact."""
+    """Handler of kinds without a rule (routing, bias-free linear maps): the gradient is exact.
+
+    Operations that return several tensors (``split``, ``unbind``, ``max`` with indices ...) get a
+    ledger row, so that what reaches each of their outputs and what they hand down is visible.
+    """
 
     label = "exact"
 
     def forward(self, call: Call) -> Any:
+        if call.ledger and call.func in MULTI_OUTPUT_FUNCS:
+            dim = split_dim(call.func, call.args, call.kwargs)
+            # Only a split or reduction of a dimension other than the batch has per-sample relevance.
+            if dim and all(call.batch_first(t) for t in call.carrying):
+                return call.probed(_native, call.entry_for(call.record, self))
         return call.native()
+
+
+def _native(call: Call) -> Any:
+    return call.native()
 
 
 class IdentityStep(Rule):

@@ -27,8 +27,8 @@ from torch.overrides import TorchFunctionMode
 
 from .. import aten as _aten
 from .._decompose import DECOMPOSITIONS
-from ..errors import ConfigurationError, GraphChangedError, UnsupportedOperationError
-from ..kinds import KINDS, NATIVE_INPLACE, Kind, Operands
+from ..errors import ConfigurationError, GraphChangedError, RelpropError, UnsupportedOperationError
+from ..kinds import KINDS, NATIVE_INPLACE, Kind, Operands, is_inplace
 from ..ledger import LedgerEntry
 from ..ops import describe_function, is_elementwise_module
 from ..rules.base import Rule
@@ -54,6 +54,23 @@ class Track:
 
 
 @dataclass
+class View:
+    """A view of a relevance-carrying tensor: ``func(base, *args[1:], **kwargs)[index]``."""
+
+    ref: weakref.ReferenceType[Tensor]
+    base: Tensor
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    index: int | None
+
+    def derive(self, tracer: Tracer, base: Tensor) -> Tensor:
+        """The same view of another version of the base, computed through the tracer."""
+        out = tracer.handle(self.func, (base, *self.args[1:]), dict(self.kwargs))
+        return out if self.index is None else out[self.index]  # type: ignore[no-any-return]
+
+
+@dataclass
 class CallState:
     """Per-call state: carrying tensors, the module stack, the plan being recorded or replayed."""
 
@@ -72,7 +89,10 @@ class CallState:
     entries: list[LedgerEntry] = field(default_factory=list)
     direct: DirectRelevance = field(default_factory=DirectRelevance)
     pending: dict[int, Any] = field(default_factory=dict)
-    stale: dict[int, weakref.ReferenceType[Tensor]] = field(default_factory=dict)
+    # In-place aliasing, run functionally: the newest version of each tensor changed in place, and
+    # how every view of a relevance-carrying tensor was derived (to re-derive it from a newer base).
+    versions: dict[int, tuple[weakref.ReferenceType[Tensor], Tensor]] = field(default_factory=dict)
+    views: dict[int, View] = field(default_factory=dict)
     model_input: Tensor | None = None
     samples: int | None = None
     # Element-wise modules explained as one operation (see Tracer.enter_module): while one runs,
@@ -99,14 +119,15 @@ class CallState:
             return tr
         return None
 
-    def mark_stale(self, t: Tensor) -> None:
-        self.stale[id(t)] = weakref.ref(t)
-        if self.mode == "plan":
-            self.keepalive.append(t)
+    def newest(self, t: Tensor) -> Tensor | None:
+        """The newer version of ``t`` if the model changed ``t`` in place (``None`` if it did not)."""
+        entry = self.versions.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
 
-    def is_stale(self, t: Tensor) -> bool:
-        ref = self.stale.get(id(t))
-        return ref is not None and ref() is t
+    def view_of(self, t: Tensor) -> View | None:
+        """How ``t`` was derived as a view of a relevance-carrying tensor, if it was."""
+        view = self.views.get(id(t))
+        return view if view is not None and view.ref() is t else None
 
 
 def _iter_tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterable[Tensor]:
@@ -141,7 +162,22 @@ class RelevanceMode(TorchFunctionMode):
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        return self.tracer.handle(func, args, kwargs or {})
+        try:
+            return self.tracer.handle(func, args, kwargs or {})
+        except RelpropError as error:
+            if isinstance(error, TypeError):
+                # Python's operator wrappers (x ** 2, h / h.sum()) turn a TypeError into
+                # NotImplemented and then a bare "unsupported operand" error: carry ours past them.
+                raise _OperatorError(error) from None
+            raise
+
+
+class _OperatorError(RuntimeError):
+    """Carries relprop's error for an operator (``x ** 2``) past Python's operator wrapper."""
+
+    def __init__(self, error: RelpropError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Tracer:
@@ -149,6 +185,8 @@ class Tracer:
 
     def __init__(self, state: CallState) -> None:
         self.state = state
+        # Tensors the tracer made to be written into (copies for functional writes): written natively.
+        self._scratch: dict[int, weakref.ReferenceType[Tensor]] = {}
 
     # -- entry point ----------------------------------------------------------------------------
     def handle(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
@@ -156,15 +194,17 @@ class Tracer:
         if st.opaque_depth:
             with torch.no_grad():
                 return func(*args, **kwargs)
+        if st.versions:
+            args, kwargs = self._resolve(args, kwargs)
         carrying: list[tuple[int, Tensor, Track]] = []
         for position, t in enumerate(_iter_tensors(args, kwargs)):
-            if st.stale and st.is_stale(t):
-                self._raise_stale(func, t)
             tr = st.lookup(t)
             if tr is not None:
                 carrying.append((position, t, tr))
         if not carrying:
             return func(*args, **kwargs)
+        if func in NATIVE_INPLACE and self._writes_carrying(args):
+            return self._write_functionally(func, args, kwargs)
         if isinstance(func, torch._ops.OpOverload):
             # Graphs of ATen operators (converted TorchScript): see them as the functional calls.
             func, args, kwargs = _aten.normalize(func, args, kwargs)
@@ -177,9 +217,32 @@ class Tracer:
             # tracer so that each gets its own rule and ledger row.
             with RelevanceMode(self):
                 return decomposition(st.stack[-1][0], *args, **kwargs)
+        kind = KINDS.of_function(func)
+        if kind is not None and kind.decomposable:
+            parts = self._decomposition(func, kind, args, kwargs, carrying)
+            if parts is not None:
+                with RelevanceMode(self):
+                    return parts(st.stack[-1][0], *args, **kwargs)
         if st.mode == "plan":
             return self._record(func, self._classify(func, args, kwargs, carrying), args, kwargs, carrying)
         return self._replay(func, args, kwargs, carrying)
+
+    def _decomposition(
+        self,
+        func: Callable[..., Any],
+        kind: Kind,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        carrying: list[tuple[int, Tensor, Track]],
+    ) -> Callable[..., Any] | None:
+        """The parts the rule of a decomposable operation explains it through (same answer in both modes)."""
+        st = self.state
+        path, module = st.stack[-1]
+        provisional = OpRecord(-1, func, describe_function(func), kind.name, path, type(module), ())
+        if kind.check is not None:
+            kind.check(Call(st, provisional, kind, func, args, kwargs, [c[1] for c in carrying]))
+        rule = st.composite.rule_for(provisional.layer_info())
+        return None if rule is None else rule.decomposition(func)
 
     @staticmethod
     def _classify(
@@ -188,25 +251,98 @@ class Tracer:
         operands = Operands(func, args, kwargs, tuple(c[0] for c in carrying), frozenset(id(c[1]) for c in carrying))
         return KINDS.classify(operands)
 
-    def _raise_stale(self, func: Callable[..., Any], t: Tensor) -> None:
-        path = display_path(self.state.stack[-1][0])
-        if t is self.state.model_input:
-            raise UnsupportedOperationError(
-                f"the model changes its input in place and then reads it ({describe_function(func)} in module "
-                f"'{path}'); relprop runs in-place operations out of place (it never changes your inputs), so use "
-                "the operation's result instead (x = x.mul_(2) or x = x * 2, not a bare x.mul_(2))."
-            )
-        raise UnsupportedOperationError(
-            f"module '{path}' uses a tensor after an in-place operation on it ({describe_function(func)} "
-            "reads it); relprop runs in-place operations out of place so that rules can attach, so the "
-            "model must use the operation's result (x = x.relu_() or x += y, not a bare x.relu_())."
-        )
+    # -- in-place aliasing ----------------------------------------------------------------------
+    def current(self, t: Tensor) -> Tensor:
+        """The version of ``t`` a reader gets now: its newest version, or its view of a newer base."""
+        st = self.state
+        newer = st.newest(t)
+        if newer is not None:
+            return self.current(newer)
+        view = st.view_of(t)
+        if view is not None:
+            base = self.current(view.base)
+            if base is not view.base:
+                derived = view.derive(self, base)
+                self._set_version(t, derived, write_through=False)
+                return derived
+        return t
 
-    def _track_outputs(self, func: Callable[..., Any], args: Sequence[Any], result: Any, index: int) -> list[Tensor]:
+    def _resolve(self, args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Sequence[Any], dict[str, Any]]:
+        """The call's arguments with every tensor replaced by its current version."""
+        return tuple(self._resolved(a) for a in args), {k: self._resolved(v) for k, v in kwargs.items()}
+
+    def _resolved(self, a: Any) -> Any:
+        # A method, not a recursive closure: a closure that calls itself is a reference cycle that
+        # would keep this call's tensors (and the model's weights, through their graphs) alive.
+        if isinstance(a, Tensor):
+            return self.current(a)
+        if isinstance(a, (list, tuple)) and any(isinstance(b, Tensor) for b in a):
+            return type(a)(self._resolved(b) for b in a)
+        return a
+
+    def _writes_carrying(self, args: Sequence[Any]) -> bool:
+        target = args[0] if args else None
+        if not isinstance(target, Tensor) or self.state.lookup(target) is None:
+            return False
+        ref = self._scratch.get(id(target))
+        return ref is None or ref() is not target
+
+    def _scratch_copy(self, t: Tensor) -> Tensor:
+        """A recorded clone of ``t`` that the tracer may write into natively."""
+        copy: Tensor = self.handle(torch.Tensor.clone, (t,), {})
+        self._scratch[id(copy)] = weakref.ref(copy)
+        return copy
+
+    def _write_functionally(self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """``t[i] = v`` or ``t.copy_(v)`` on a relevance-carrying ``t``: written into a copy, the new version of ``t``.
+
+        Written natively, the write would change a tensor that the rules' backward functions may have
+        saved (or a view of a custom function's output, which autograd refuses).
+        """
+        target = args[0]
+        copy = self._scratch_copy(target)
+        result = self.handle(func, (copy, *args[1:]), kwargs)
+        self._set_version(target, copy)
+        return result
+
+    def _set_version(self, t: Tensor, new: Tensor, write_through: bool = True) -> None:
+        """Make ``new`` the version of ``t`` every later reader gets; a changed view changes its base too."""
+        st = self.state
+        st.versions[id(t)] = (weakref.ref(t), new)
+        if st.mode == "plan":
+            st.keepalive.append(t)
+        view = st.view_of(t) if write_through else None
+        if view is None:
+            return
+        # Writing through a view: the base's new version is a copy with the view's region replaced.
+        base = self.current(view.base)
+        copy = self._scratch_copy(base)
+        region = view.derive(self, copy)
+        self._scratch[id(region)] = weakref.ref(region)
+        self.handle(torch.Tensor.copy_, (region, new), {})
+        st.track(copy, st.index - 1, torch.Tensor.copy_)  # the write is what the copy holds now
+        self._set_version(view.base, copy)
+
+    def _after(
+        self, func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], kind: Kind, result: Any, index: int
+    ) -> None:
+        """Bookkeeping after an operation ran: new versions, views, tracked outputs."""
+        st = self.state
         outputs = [args[0]] if func in NATIVE_INPLACE else [t for t in _output_tensors(result) if carries(t)]
         for t in outputs:
-            self.state.track(t, index, func)
-        return outputs
+            st.track(t, index, func)
+        first = args[0] if args else None
+        if not isinstance(first, Tensor) or func in NATIVE_INPLACE:
+            return
+        if isinstance(result, Tensor) and result is not first and is_inplace(func, args, kwargs):
+            self._set_version(first, result)  # an in-place call that ran out of place
+        elif not kind.ruled and st.lookup(first) is not None:  # routing: its outputs may be views
+            several = not isinstance(result, Tensor)
+            for i, out in enumerate(outputs):
+                if out is not first and out._is_view():
+                    st.views[id(out)] = View(
+                        weakref.ref(out), first, func, tuple(args), dict(kwargs), i if several else None
+                    )
 
     # -- plan mode ------------------------------------------------------------------------------
     def _record(
@@ -242,7 +378,7 @@ class Tracer:
             self._raise_unsupported(rec, kind)
         st.records.append(rec)
         st.index += 1
-        self._track_outputs(func, args, result, rec.index)
+        self._after(func, args, kwargs, kind, result, rec.index)
         return result
 
     @staticmethod
@@ -273,7 +409,7 @@ class Tracer:
             # Not the next planned operation: fine for queries (x.size(), x.dim()) only.
             if self._classify(func, args, kwargs, carrying).counted:
                 self._raise_changed(func, path, rec)
-            result = run_native(st, func, args, kwargs)
+            result = run_native(func, args, kwargs)
             if func in NATIVE_INPLACE or any(carries(t) for t in _output_tensors(result)):
                 self._raise_changed(func, path, rec)
             return result
@@ -285,7 +421,7 @@ class Tracer:
         result = rec.handler.forward(call)
         for name in st.deferred_taps.pop(rec.index, ()):
             result = self._wrap_tap(name, result, rec.index)
-        self._track_outputs(func, args, result, rec.index)
+        self._after(func, args, kwargs, rec.kind_info, result, rec.index)
         return result
 
     @staticmethod
@@ -429,8 +565,14 @@ def run_traced(state: CallState, x: Tensor, forward: Callable[[Tensor], Any]) ->
                 continue
             handles.append(module.register_forward_pre_hook(functools.partial(_push_module, tracer, name)))
             handles.append(module.register_forward_hook(functools.partial(_pop_module, tracer, name), always_call=True))
-        with torch.enable_grad(), RelevanceMode(tracer):
-            return forward(x)
+        with torch.enable_grad():
+            with RelevanceMode(tracer):
+                output = forward(x)
+            # The newest version, if the model changed its output in place (outside the mode: the
+            # re-derivation records its operations through the tracer itself).
+            return tracer.current(output) if isinstance(output, Tensor) and state.versions else output
+    except _OperatorError as carried:
+        raise carried.error from None
     finally:
         for handle in handles:
             handle.remove()

@@ -108,6 +108,10 @@ class WeightCache:
     def __init__(self) -> None:
         self._cache: dict[tuple[Any, ...], tuple[Snapshot, Any]] = {}
 
+    def values(self) -> list[Any]:
+        """Everything cached (folded weights, rules' prepared parameters), for measuring its size."""
+        return [value for _, value in self._cache.values()]
+
     def __len__(self) -> int:
         return len(self._cache)
 

@@ -220,8 +220,9 @@ def plain_gradient_composite(entries: Sequence[tuple[Any, Rule]], name: str) -> 
     return Composite(
         [
             *entries,
-            (match.kind("layer", "add", "avgpool", "batchnorm"), LRP0Rule()),
-            (match.kind("relu", "activation", "maxpool", "mul", "matmul", "unknown"), GradientRule()),
+            (match.kind("layer", "affine"), LRP0Rule()),
+            # every non-linear kind (activations, pooling, products, recurrent layers, normalisations ...)
+            (match.kind("nonlinear"), GradientRule()),
         ],
         name=name,
     )

@@ -64,6 +64,7 @@ from ..kinds import ACTIVATION_FUNCS, CONV_FUNCS, CONV_TRANSPOSE_FUNCS, KINDS, R
 from ..ops import LinearOp, describe_function
 from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
+from ..rules.base import call_with
 from . import _common, register
 
 __all__ = [
@@ -188,11 +189,7 @@ def _elementwise(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
     fn = ACTIVATION_FUNCS[func][0]
     rest = tuple(args[1:])
     kw = {k: v for k, v in kwargs.items() if k != "input"}
-    return z, functools.partial(_call_with, fn, rest, kw)
-
-
-def _call_with(fn: Callable[..., Any], rest: tuple[Any, ...], kw: dict[str, Any], t: Tensor) -> Tensor:
-    return fn(t, *rest, **kw)  # type: ignore[no-any-return]
+    return z, functools.partial(call_with, fn, rest, kw)
 
 
 class _Rescale(torch.autograd.Function):

@@ -8,6 +8,7 @@
 :mod:`.products`       products of two signals: uniform split, gates
 :mod:`.normalization`  LayerNorm, RMSNorm, ``x / d``: the identity rule
 :mod:`.attention`      fused attention and softmax (AttnLRP, CP-LRP)
+:mod:`.recurrent`      LSTM and GRU: signal-take-all (Arras et al. 2017) or the gradient
 :mod:`.function`       the gradient, constants, and rules that replace an operation
 =====================  ==================================================================
 
@@ -43,6 +44,7 @@ from .linear import (
 from .normalization import NormalizationRule
 from .pooling import ProportionalMaxPoolRule, WinnerTakesAllRule
 from .products import ProductRule
+from .recurrent import RecurrentRule
 
 __all__ = [
     "AlphaBetaRule",
@@ -62,6 +64,7 @@ __all__ = [
     "ProductRule",
     "Propagation",
     "ProportionalMaxPoolRule",
+    "RecurrentRule",
     "Rule",
     "SoftmaxRule",
     "StopRule",

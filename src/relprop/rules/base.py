@@ -27,6 +27,7 @@ its ledger row (relevance in and out) without extra work.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Probe",
     "Rule",
+    "call_with",
     "create",
     "get",
     "names",
@@ -91,6 +93,11 @@ def per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
     if a.device.type == "cpu":
         return torch.stack([torch.dot(a2[i], b2[i]) for i in range(n)])
     return torch.linalg.vecdot(a2, b2)
+
+
+def call_with(fn: Callable[..., Any], rest: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> Any:
+    """``fn(x, *rest, **kwargs)``: a torch function as a function of its first argument (for ``functools.partial``)."""
+    return fn(x, *rest, **kwargs)
 
 
 class Probe(torch.autograd.Function):
@@ -200,6 +207,14 @@ class Rule:
     def compute(self, call: Call) -> Any:
         """The operation's output with this rule's backward; the default is the ordinary gradient."""
         return call.native()
+
+    def decomposition(self, func: Callable[..., Any]) -> Callable[..., Any] | None:
+        """For kinds flagged ``decomposable``: a function computing ``func`` with plain torch calls.
+
+        The engine then runs it in place of the call (``fn(module_path, *args, **kwargs)``), so that
+        every part is recorded, gets its own rule and its own ledger row. ``None``: no decomposition.
+        """
+        return None
 
     def module_output(self, call: Call, x: Tensor, output: Tensor) -> Tensor:
         """For rules with ``whole_modules``: attach the backward to an element-wise module's output."""

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..kinds import PIECEWISE_LINEAR, is_inplace, out_of_place
+from ..kinds import PIECEWISE_LINEAR, out_of_place
 from ..ledger import LedgerEntry
 from ..params import NON_NEGATIVE, Spec
-from .base import Rule, per_sample_dot, register, safe_divide, stabilize
+from .base import Rule, call_with, per_sample_dot, register, safe_divide, stabilize
 from .linear import FactorSpec, ProxyHolder, record_factor
 
 if TYPE_CHECKING:
@@ -76,10 +76,6 @@ class PassComputed(torch.autograd.Function):
         return _pass_backward(ctx, grad), None, None, None
 
 
-def _call_with(fn: Callable[..., Any], rest: tuple[Any, ...], kw: dict[str, Any], x: Tensor) -> Tensor:
-    return fn(x, *rest, **kw)  # type: ignore[no-any-return]
-
-
 @register
 class PassRule(Rule):
     r"""Pass-through for element-wise activations: :math:`R_{in} = R_{out}` element by element.
@@ -108,9 +104,7 @@ class PassRule(Rule):
             return call.native()  # ReLU, leaky ReLU, PReLU: the gradient passes relevance unchanged
         fn, args, kwargs = out_of_place(call.func, call.args, call.kwargs)
         x = args[0] if args else kwargs.pop("input")
-        if is_inplace(call.func, call.args, call.kwargs):
-            call.mark_stale(x)
-        closure = functools.partial(_call_with, fn, tuple(args[1:]), kwargs)
+        closure = functools.partial(call_with, fn, tuple(args[1:]), kwargs)
         return PassActivation.apply(x, closure, self.stabilizer, call.entry)
 
     def module_output(self, call: Call, x: Tensor, output: Tensor) -> Tensor:

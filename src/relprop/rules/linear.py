@@ -459,9 +459,10 @@ class GammaRule(LinearRule):
         bias_rel = None
         if bias is not None:
             # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
-            bias_rel = channel_constant_relevance(s, bias * (1 + 0.5 * g), op) + channel_constant_relevance(
-                d, bias.abs() * (0.5 * g), op
-            )
+            plain = channel_constant_relevance(s, bias * (1 + 0.5 * g), op)
+            signed_part = channel_constant_relevance(d, bias.abs() * (0.5 * g), op)
+            assert plain is not None and signed_part is not None
+            bias_rel = plain + signed_part
         return Propagation(grad=grad_x, bias_relevance=bias_rel)
 
 

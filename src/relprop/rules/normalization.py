@@ -6,13 +6,14 @@ rules (:class:`~relprop.rules.EpsilonRule`, or folded into the layer before it).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..errors import UnsupportedOperationError
+from ..errors import ConfigurationError, UnsupportedOperationError
 from ..ledger import LedgerEntry
 from .base import Rule, per_sample_dot, per_sample_sum, register
 
@@ -63,6 +64,49 @@ class LayerNormIdentity(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+class GroupNormIdentity(torch.autograd.Function):
+    r"""GroupNorm (and InstanceNorm: one channel per group) with the deviation of each group held constant.
+
+    Forward: PyTorch's own kernel, ``y = (x - μ_G) · r_G ⊙ w + b``. Backward: per group,
+    ``g_x = r_G · (g_w - mean_G(g_w))`` with ``g_w = g ⊙ w`` — the gradient with ``r_G = 1/σ_G``
+    fixed, as :class:`LayerNormIdentity` does over the normalised dimensions.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        groups: int,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        entry: LedgerEntry | None,
+        native: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        grouped = x.detach().reshape(x.shape[0], groups, -1)
+        mean = grouped.mean(-1, keepdim=True)
+        rstd = torch.rsqrt(grouped.var(-1, unbiased=False, keepdim=True) + eps)
+        ctx.groups, ctx.entry = groups, entry
+        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        return native(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None, None, None]:
+        x, mean, rstd, weight, bias = ctx.saved_tensors
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        scaled = grad if weight is None else grad * weight.view(shape)
+        grouped = scaled.reshape(x.shape[0], ctx.groups, -1)
+        grad_x = ((grouped - grouped.mean(-1, keepdim=True)) * rstd).reshape_as(x)
+        entry: LedgerEntry | None = ctx.entry
+        if entry is not None:
+            centred = ((x.reshape(x.shape[0], ctx.groups, -1) - mean) * rstd).reshape_as(x)
+            bias_part = None if bias is None else per_sample_sum(grad * bias.view(shape))
+            out = per_sample_dot(centred.contiguous(), scaled.contiguous())
+            out = out if bias_part is None else out + bias_part
+            entry.add(out, per_sample_dot(x.contiguous(), grad_x.contiguous()), bias_part)
+        return grad_x, None, None, None, None, None, None
+
+
 def _check_constant_parameters(call: Call) -> None:
     for name in ("weight", "bias"):
         t = call.bound.get(name)
@@ -98,6 +142,70 @@ def _rms_norm(rule: NormalizationRule, call: Call) -> Tensor:
     return y if weight is None else y * weight.detach()
 
 
+def _group_norm(rule: NormalizationRule, call: Call) -> Tensor:
+    _check_constant_parameters(call)
+    bound = call.bound
+    if rule.mode == "affine":
+        return _affine(call, bound["input"], int(bound["num_groups"]), float(bound["eps"]))
+    return _grouped_identity(call, int(bound["num_groups"]), float(bound["eps"]))
+
+
+def _instance_norm(rule: NormalizationRule, call: Call) -> Tensor:
+    _check_constant_parameters(call)
+    bound = call.bound
+    x = bound["input"]
+    if not bound["use_input_stats"] or rule.mode == "affine":
+        # With running statistics the normalisation is a per-channel affine map in any mode.
+        return _affine(call, x, x.shape[1], float(bound["eps"]))
+    return _grouped_identity(call, x.shape[1], float(bound["eps"]))
+
+
+def _grouped_identity(call: Call, groups: int, eps: float) -> Tensor:
+    bound = call.bound
+    weight, bias = bound["weight"], bound["bias"]
+    native = functools.partial(_native_detached_parameters, call)
+    return GroupNormIdentity.apply(  # type: ignore[no-any-return]
+        bound["input"],
+        groups,
+        None if weight is None else weight.detach(),
+        None if bias is None else bias.detach(),
+        eps,
+        call.entry,
+        native,
+    )
+
+
+def _native_detached_parameters(call: Call, x: Tensor) -> Tensor:
+    args, kwargs = call.args, call.kwargs
+    for name in ("weight", "bias"):
+        value = call.bound.get(name)
+        if isinstance(value, Tensor):
+            args, kwargs = call.with_arguments(args, kwargs).replaced(name, value.detach())
+    args, kwargs = call.with_arguments(args, kwargs).replaced("input", x)
+    return call.native(args, kwargs)  # type: ignore[no-any-return]
+
+
+def _affine(call: Call, x: Tensor, groups: int, eps: float) -> Tensor:
+    """The normalisation with its mean *and* deviation held: ``y = x ⊙ a + c`` per element (the alternative).
+
+    ``c`` takes relevance like a bias (as for an unfolded batch norm); the ledger row records it.
+    """
+    with torch.no_grad():
+        y = _native_detached_parameters(call, x.detach())
+        grouped = x.detach().reshape(x.shape[0], groups, -1)
+        rstd = torch.rsqrt(grouped.var(-1, unbiased=False, keepdim=True) + eps)
+        if not call.bound.get("use_input_stats", True):
+            var = call.bound["running_var"].detach()
+            rstd = torch.rsqrt(var + eps).view(1, -1, 1).expand(x.shape[0], -1, 1)
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        weight = call.bound["weight"]
+        scale = rstd.expand_as(grouped).reshape_as(x)
+        if weight is not None:
+            scale = scale * weight.detach().view(shape)
+        shift = y - x.detach() * scale
+    return call.probed(lambda c: c.bound["input"] * scale + shift)  # type: ignore[no-any-return]
+
+
 def _normalize(rule: NormalizationRule, call: Call) -> Tensor:
     # F.normalize(x, p, dim, eps): x divided by its (constant) norm.
     bound = call.bound
@@ -122,8 +230,18 @@ class NormalizationRule(Rule):
     LayerNorm :math:`y = \frac{x - \mu(x)}{\sigma(x)} \odot w + b` is treated as the affine map
     :math:`y = \frac{x - \mu(x)}{\sigma} \odot w + b` with :math:`\sigma` fixed (AttnLRP,
     Proposition 3.4; CP-LRP's LN rule): the centring is linear and conserves, the bias ``b``
-    absorbs its share (shown in the ledger). RMSNorm, ``F.normalize`` and a division by a
-    relevance-carrying tensor (``x / d``) divide by a constant and conserve exactly.
+    absorbs its share (shown in the ledger). GroupNorm and InstanceNorm get the same rule per group
+    (per channel). RMSNorm, ``F.normalize`` and a division by a relevance-carrying tensor
+    (``x / d``) divide by a constant and conserve exactly.
+
+    Parameters
+    ----------
+    mode
+        ``"identity"`` (default, above). ``"affine"`` (GroupNorm, InstanceNorm): the mean is held
+        constant too, so the normalisation is the per-element affine map
+        :math:`y = x \odot \frac{w}{\sigma} + (b - \mu \frac{w}{\sigma})` whose constant part takes
+        relevance like a bias — the treatment of an unfolded batch norm; relevance then stays with
+        the elements that are large in absolute terms instead of those that deviate from the mean.
     """
 
     applies_to = ("normalization",)
@@ -134,7 +252,17 @@ class NormalizationRule(Rule):
         "rms_norm": _rms_norm,
         "normalize": _normalize,
         "div": _division,
+        "group_norm": _group_norm,
+        "instance_norm": _instance_norm,
     }
+
+    def __init__(self, mode: str = "identity") -> None:
+        if mode not in ("identity", "affine"):
+            raise ConfigurationError(f"NormalizationRule mode must be 'identity' or 'affine', got {mode!r}.")
+        self.mode = mode
+
+    def params(self) -> dict[str, Any]:
+        return {} if self.mode == "identity" else {"mode": self.mode}
 
     def forward(self, call: Call) -> Tensor:
         normalizer = self.normalizers.get(call.kind.name)

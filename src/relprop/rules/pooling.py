@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..ledger import LedgerEntry
-from .base import Rule, per_sample_dot, register, stabilize
+from .base import Rule, call_with, per_sample_dot, register, stabilize
 
 if TYPE_CHECKING:
     from ..engine.call import Call
@@ -74,10 +74,6 @@ def _window_sum(
     return avg(x, kernel, stride if stride else kernel, padding, ceil_mode, True) * volume
 
 
-def _pool(func: Callable[..., Any], rest: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> Tensor:
-    return func(x, *rest, **kwargs)  # type: ignore[no-any-return]
-
-
 @register
 class ProportionalMaxPoolRule(Rule):
     r"""Max pooling: relevance split over the window in proportion to the inputs.
@@ -110,5 +106,5 @@ class ProportionalMaxPoolRule(Rule):
             _window_sum, avg, kernel, bound["stride"], bound["padding"], bool(bound["ceil_mode"]), volume
         )
         rest = {k: v for k, v in call.kwargs.items() if k != "input"}
-        pool = functools.partial(_pool, call.func, tuple(call.args[1:]), rest)
+        pool = functools.partial(call_with, call.func, tuple(call.args[1:]), rest)
         return ProportionalPool.apply(x, pool, window_sum, self.stabilizer, call.entry)  # type: ignore[no-any-return]
