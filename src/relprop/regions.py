@@ -203,7 +203,7 @@ class Region(TargetSpec):
         return self._copy(inverted=not self.inverted)
 
     def _copy(self, **changes: Any) -> Region:
-        twin = Region.__new__(Region)
+        twin = type(self).__new__(type(self))  # subclasses (e.g. masks fitted to the output) stay what they are
         twin.__dict__.update(self.__dict__)
         twin.__dict__.update(changes)
         return twin
