@@ -489,8 +489,7 @@ def _explain_batch(
         files = outputs[position]
         _write_outputs(run, files, relevance, tensor)
         if files.output_map is not None:
-            picture = output_map_image(result.output[k], run.layout or "channels_first")
-            write_atomic(files.output_map, lambda p, picture=picture: picture.save(p, format="PNG"), force=True)
+            _write_output_map(files.output_map, result.output[k], run.layout or "channels_first")
         scores = None if probabilities is None else probabilities[k]
         records.append(_record(run, item, files, result, k, scores, relevance))
     return records
@@ -511,6 +510,12 @@ def _write_outputs(run: _ExplainRun, files: OutputFiles, relevance: torch.Tensor
             picture = picture.resize((size, size), resample=0)
         blended = viz.overlay(picture, relevance, clip_percentile=clip)
         write_atomic(files.overlay, lambda p: blended.save(p, format="PNG"), force=True)
+
+
+def _write_output_map(path: Path, output: torch.Tensor, layout: str) -> None:
+    """The model's output map, one pixel per output position (so that box coordinates can be read off it)."""
+    picture = output_map_image(output, layout)
+    write_atomic(path, lambda p: picture.save(p, format="PNG"), force=True)
 
 
 def _record(
