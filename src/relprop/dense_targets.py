@@ -32,6 +32,7 @@ from .regions import LAYOUTS, REDUCTIONS, Region, RegionTarget, _Geometry, class
 __all__ = [
     "MASK_LEVEL",
     "FittedMask",
+    "WholeMap",
     "class_colour",
     "is_dense_target",
     "output_map_image",
@@ -95,6 +96,16 @@ class FittedMask(Region):
             )
         weights = mask.to(device=output.device, dtype=output.dtype)
         return weights.unsqueeze(0).expand(geometry.output_shape[0], height, width)
+
+
+class WholeMap(Region):
+    """Every position of the output map (a dense model's explanation before a region is chosen)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("whole map", None, **options)
+
+    def _raw_weights(self, output: Tensor, geometry: _Geometry) -> Tensor:
+        return torch.ones((geometry.output_shape[0], *geometry.spatial), dtype=output.dtype, device=output.device)
 
 
 def read_mask(path: Path) -> Tensor:
