@@ -674,7 +674,7 @@ class ExplainService:
             "method": form.method,
             "composite": composite,
             "params": params,
-            "score_type": form.score if form.method == "lrp" else "logit",
+            "score_type": "region" if loaded.bundle.dense else form.score if form.method == "lrp" else "logit",
             **classes,
             "ledger": LedgerSummary(
                 score=float(ledger.score[0]),
