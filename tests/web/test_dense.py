@@ -92,6 +92,18 @@ def test_class_target_explains_the_pixels_predicted_as_the_class(client: TestCli
     assert result["region"]["score"] == pytest.approx(float(output[digit.label][predicted].sum()), rel=1e-4)
 
 
+def test_class_target_with_a_region_takes_the_class_pixels_inside_the_box(client: TestClient) -> None:
+    digit = digit_scenes_test_set(3).objects[0][0]
+    x0, y0, x1, y1 = digit.box
+    result = explain(client, target=f"class:{digit.label}", region=f"{x0},{y0},{x1},{y1}").json()
+    output = scene_output()
+    inside = torch.zeros(48, 48, dtype=torch.bool)
+    inside[y0:y1, x0:x1] = True
+    predicted = (output.argmax(0) == digit.label) & inside
+    assert result["region"]["area"] == float(predicted.sum()) > 0
+    assert result["region"]["score"] == pytest.approx(float(output[digit.label][predicted].sum()), rel=1e-4)
+
+
 def test_without_a_region_the_whole_map_is_explained(client: TestClient) -> None:
     result = explain(client, channel=0, method="gradient").json()
     assert result["region"]["description"] == "sum of channel 0 over whole map (2304 positions)"
