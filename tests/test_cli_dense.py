@@ -239,3 +239,18 @@ def test_craft_explains_a_box_of_its_region_map(tmp_path: Path) -> None:
     assert record["target_name"] == "sum of channel 0 over box (4, 4, 20, 16) (192 positions)"
     assert record["region_score"] == pytest.approx(float(maps[0, 4:16, 4:20, 0].sum()), rel=1e-3)
     assert record["relevance_sum"] + record["absorbed"] == pytest.approx(record["region_score"], rel=1e-3)
+
+
+def test_compare_puts_methods_side_by_side_on_a_region(tmp_path: Path, scene_files) -> None:
+    code, _, err = run(
+        ["compare", str(scene_files[0]), "--model", "digit-scenes", "--target", "region:18,2,34,18,channel=4",
+         "--method", "lrp:epsilon-gamma-box", "--method", "gradient-x-input", "--out", "sheet.png"], tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    methods = json.loads((tmp_path / "sheet.json").read_text())["inputs"][0]["methods"]
+    expected = float(model_output(scene_files[0])[4, 2:18, 18:34].sum())
+    for label in ("lrp:epsilon-gamma-box", "gradient-x-input"):
+        assert methods[label]["target"]["box"] == [18, 2, 34, 18] and methods[label]["target"]["channels"] == [4]
+        assert methods[label]["explained_score"] == pytest.approx(expected, rel=1e-4)
+    code, _, err = run(["compare", str(scene_files[0]), "--model", "digit-scenes", "--out", "s2.png"], tmp_path)
+    assert code == 2 and err.startswith("error: model digit-scenes returns a dense output map, not class scores")

@@ -385,7 +385,7 @@ def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
         settings.model_spec, settings.weights, settings.device, settings.input_size, settings.mean, settings.std
     )
     output = settings.output if settings.output is not None else bundle.output
-    class_index, layout = _dense_target(bundle, settings, class_index)
+    class_index, layout = _dense_target(bundle, settings.target, class_index, settings.output, settings.output_layout)
     bounds = _bounds(bundle, settings.low, settings.high)
     label, method, params = _method_runner(
         bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast, output
@@ -398,28 +398,32 @@ def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
     return _ExplainRun(settings, bundle, label, method, params, class_index, layout)
 
 
-def _dense_target(bundle: Any, settings: ExplainSettings, target: Any) -> tuple[Any, str | None]:
+def _dense_target(
+    bundle: Any, text: str, target: Any, output: str | None = None, output_layout: str | None = None
+) -> tuple[Any, str | None]:
     """The region a ``region:``/``class:`` target names, and the output layout (``None``: not dense).
 
-    A region target on a classifier, and a class target on a model known to be dense, are refused.
+    ``text`` is the ``--target`` value, ``target`` what :func:`_parse_target` made of it; ``output``
+    and ``output_layout`` the options of the same names. A region target on a classifier, and a
+    class target on a model known to be dense, are refused.
     """
     from .models.loading import is_classifier
 
-    layout = settings.output_layout or bundle.output_layout
+    layout = output_layout or bundle.output_layout
     if not isinstance(target, str):
-        if bundle.dense and settings.output is None:
+        if bundle.dense and output is None:
             raise UserError(
                 f"model {bundle.name} returns a dense output map, not class scores; explain a region of it with "
                 "--target region:x0,y0,x1,y1, region:MASK.png or class:K"
             )
         return target, None
-    if is_classifier(bundle) and settings.output is None:
+    if is_classifier(bundle) and output is None:
         raise UserError(
-            f"--target {settings.target} explains a region of a dense output map, but model {bundle.name} returns "
+            f"--target {text} explains a region of a dense output map, but model {bundle.name} returns "
             "class scores; use --target predicted or a class index, or a segmentation model (e.g. digit-scenes)"
         )
     layout = layout or "channels_first"
-    return parse_dense_target(settings.target, layout), layout
+    return parse_dense_target(text, layout), layout
 
 
 def _explain_loaded(
@@ -731,7 +735,12 @@ DEFAULT_COMPARE = (
     help="A method spec (repeat the option): lrp:COMPOSITE, gradient, smoothgrad:n=20,sigma=0.1 ... "
     f"Default: {', '.join(DEFAULT_COMPARE)}.",
 )
-@click.option("--target", default="predicted", show_default=True, help="predicted or a class index.")
+@click.option(
+    "--target",
+    default="predicted",
+    show_default=True,
+    help="predicted or a class index; for dense models region:x0,y0,x1,y1|MASK.png[,channel=K] or class:K.",
+)
 @click.option(
     "--out",
     "out_file",
@@ -764,8 +773,12 @@ def compare(
     if top != "logit":
         raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
+    class_index, _ = _dense_target(bundle, target, class_index)
     bounds = _bounds(bundle, None, None)
-    runners = [_method_runner(bundle, spec, None, {}, bounds, "logit", None) for spec in (specs or DEFAULT_COMPARE)]
+    runners = [
+        _method_runner(bundle, spec, None, {}, bounds, "logit", None, bundle.output)
+        for spec in (specs or DEFAULT_COMPARE)
+    ]
     summary_file = out_file.with_suffix(".json")
     refuse_overwrite([out_file, summary_file], force, "--out file")
     prepare_output_folder(out_file.parent)
@@ -793,8 +806,9 @@ def compare(
             for k in range(len(loaded)):
                 check_finite(result, k, f"{loaded[k][2].path} with method {label}")
                 rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))
+                explained = result.target
                 summary[k]["methods"][label] = {
-                    "target": int(result.target[k]),
+                    "target": explained.to_dict(k) if isinstance(explained, RegionTarget) else int(explained[k]),
                     "explained_score": float(result.score[k]),
                     "relevance_sum": float(result.relevance[k].sum()),
                 }

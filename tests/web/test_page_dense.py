@@ -93,6 +93,11 @@ def test_drawing_a_box_on_the_output_map_explains_that_region(dense_page: Any, t
     download.value.save_as(saved)
     positive = np.clip(np.load(saved)[0], 0, None)
     assert positive[y0:y1, x0:x1].sum() / positive.sum() > 0.8
+    tab.click("#seeds")  # the four rules on the same drawn region
+    tab.wait_for_selector("#seeds-row[data-state=ready]", timeout=60_000)
+    captions = [c.text_content() or "" for c in tab.query_selector_all("#seeds-grid figcaption")]
+    assert [c.split(" · ")[0] for c in captions] == ["LRP-0", "LRP-ε (0.25)", "LRP-γ (0.25)", "ε-γ-box composite"]
+    assert len({c.rsplit(" of ", 1)[1] for c in captions}) == 1  # one region score, explained four ways
     tab.screenshot(path=str(artifacts_dir() / "page-dense.png"), full_page=True)
 
     done = requests_done(tab, "a")
