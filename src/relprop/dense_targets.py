@@ -77,8 +77,8 @@ class FittedMask(Region):
             if abs(ratio - 1.0) > ASPECT_TOLERANCE:
                 raise TargetError(
                     f"mask {self.source} is {mask_width}×{mask_height} pixels, which does not fit the output map of "
-                    f"{width}×{height}; draw the mask on the output map or on the picture as the model sees it (same "
-                    "aspect ratio)."
+                    f"{width}×{height}; draw it on the output map (relprop explain writes NAME_output.png) or on the "
+                    "model's view of the picture (NAME_overlay.png with --overlay)."
                 )
             rows = ((torch.arange(height) + 0.5) * mask_height / height).long().clamp(max=mask_height - 1)
             cols = ((torch.arange(width) + 0.5) * mask_width / width).long().clamp(max=mask_width - 1)
