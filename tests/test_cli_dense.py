@@ -277,3 +277,22 @@ def test_craft_mask_drawn_on_the_model_s_view_is_fitted_to_the_half_resolution_m
     box, mask = summary(tmp_path / "box")[0], summary(tmp_path / "mask")[0]
     assert mask["target_area"] == box["target_area"] == 192.0
     assert mask["region_score"] == pytest.approx(box["region_score"], rel=1e-6)
+
+
+def test_output_and_output_layout_pick_the_dense_tensor_of_any_model(tmp_path: Path) -> None:
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    base = ["explain", "p.png", "--model", "dense_models:TupleOut", "--input-size", "32"]  # returns (maps, features)
+    target = ["--target", "region:2,2,10,10,channel=1"]
+    code, _, err = run([*base, *target, "--output", "0", "--output-layout", "channels_last"], tmp_path)
+    assert code == 0, err
+    record = summary(tmp_path / "relprop-out")[0]
+    assert record["output_shape"] == [32, 32, 2] and record["target"]["layout"] == "channels_last"
+    assert record["target_channels"] == "1" and record["target_area"] == 64.0
+    assert record["relevance_sum"] + record["absorbed"] == pytest.approx(record["region_score"], rel=1e-4, abs=1e-4)
+    assert Image.open(tmp_path / record["output_map"]).size == (32, 32)
+    code, _, err = run([*base, *target, "--output", "1", "--out", "o2"], tmp_path)  # the (N, 2) features
+    assert code == 2
+    assert err.strip() == (
+        "error: a region target needs a dense output such as (N, C, H, W) (channels_first), but the model output has "
+        "shape (1, 2); select the dense output with output=... or explain a class index."
+    )

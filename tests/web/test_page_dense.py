@@ -101,9 +101,11 @@ def test_drawing_a_box_on_the_output_map_explains_that_region(dense_page: Any, t
     tab.screenshot(path=str(artifacts_dir() / "page-dense.png"), full_page=True)
 
     done = requests_done(tab, "a")
-    tab.select_option("#panel-a [data-role=target]", f"class:{digit.label}")
+    tab.select_option("#panel-a [data-role=target]", f"class:{digit.label}")  # inside the drawn box
     wait_for_result(tab, "a", done)
     assert ledger_row(tab).startswith(f"sum of channel {digit.label} over pixels predicted as class {digit.label} (")
+    assert tab.is_disabled("#panel-a [data-role=channel]")  # class K explains channel K
+    assert tab.is_visible("#panel-a [data-role=region-box]")
 
     done = requests_done(tab, "a")
     tab.select_option("#model", "digits")  # back to a classifier: classes again, no output map

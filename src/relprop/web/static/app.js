@@ -106,7 +106,7 @@ class Panel {
     }
     method.addEventListener("change", () => { this.syncControls(); this.explain(); });
     composite.addEventListener("change", () => { this.syncControls(); this.explain(); });
-    this.role("target").addEventListener("change", () => this.explain());
+    this.role("target").addEventListener("change", () => { this.syncChannel(); this.explain(); });
     this.role("channel").addEventListener("change", () => this.explain());
     this.setupDrawing();
     this.role("score").addEventListener("change", () => this.explain());
@@ -158,6 +158,12 @@ class Panel {
       model.classes.forEach((name, i) => channel.append(el("option", {value: String(i), text: `${i}: ${name}`})));
     }
     select.value = [...select.options].some((o) => o.value === previous) ? previous : "predicted";
+    this.syncChannel();
+  }
+
+  syncChannel() {
+    // "pixels predicted as K" explains channel K itself: the channel select does not apply then.
+    this.role("channel").disabled = this.role("target").value.startsWith("class:");
   }
 
   // -- drawing a box on the output map (dense models) ------------------------------------------
@@ -178,7 +184,7 @@ class Panel {
       const [x0, y0, x1, y1] = this.boxOf(this.drag.start, this.mapPoint(event));
       this.drag = null;
       this.region = `${x0},${y0},${x1},${y1}`;
-      this.role("target").value = "predicted";  // the drawn box is what to explain now
+      if (!this.role("target").value.startsWith("class:")) this.role("target").value = "predicted";
       this.explain();
     };
     box.addEventListener("pointerup", finish);
@@ -319,7 +325,8 @@ class Panel {
       const map = this.role("output-map");
       map.src = result.images.output_map;
       const {width, height} = result.output_map;
-      map.onload = () => this.showBox(result.region && result.region.box);
+      const drawn = this.region ? this.region.split(",").map(Number) : null;
+      map.onload = () => this.showBox(drawn || (result.region && result.region.box));
       this.role("output-caption").textContent =
         `model output ${width}×${height}: drag a box to explain it`;
     }
@@ -458,6 +465,8 @@ async function runSeeds() {
   seedsController = controller;
   const base = state.panels[0];
   const target = base.result && base.result.target ? String(base.result.target.index) : null;
+  $("#seeds-row h2").textContent = target === null
+    ? "Same input, same region, four rules" : "Same input, same class, four rules";
   const grid = $("#seeds-grid");
   grid.replaceChildren();
   for (const seed of SEEDS) {
