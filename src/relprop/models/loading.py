@@ -574,8 +574,8 @@ def load_model(
         bundle = _generic_bundle(model, spec, input_size, mean, std, [])
     else:
         raise ConfigurationError(
-            f"unknown model {spec!r}; use 'digits', a torchvision name (e.g. resnet50, vgg16), 'timm:NAME', a saved "
-            "model file, or 'package.module:factory'."
+            f"unknown model {spec!r}; use 'digits', a torchvision name (e.g. resnet50, vgg16, fcn_resnet50), "
+            "'timm:NAME', a saved model file, 'package.module:factory', or a dense example: 'digit-scenes', 'craft'."
         )
     if spec in DENSE_MODELS and (mean is not None or std is not None):
         raise ConfigurationError(f"the {spec} model has fixed normalisation; drop --mean/--std.")
