@@ -178,6 +178,9 @@ def test_contrast_rest_explains_the_region_against_the_rest_of_the_map(tmp_path:
          "--target 'region:4,4,2,8': a box needs x0 < x1 and y0 < y1 (x1, y1 exclusive)."),
         (["--model", "digit-scenes", "--target", "region:0,0,4,4,colour=2"],
          "--target 'region:0,0,4,4,colour=2': unknown setting 'colour'; use channel=K or reduce=mean."),
+        (["--model", "digit-scenes", "--target", "class:11"],
+         "region channel 11 is out of range for an output with 11 channels (channels_first, shape (1, 11, 48, 48)); "
+         "valid channels are 0..10."),
         (["--model", "digit-scenes", "--target", "class:x"], "--target 'class:x': class:K needs a class index K, e.g. "
          "class:3."),
         (["--target", "region:0,0,2,2"],

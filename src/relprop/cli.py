@@ -39,9 +39,9 @@ from .clitools import (
 from .clitools import parse_floats as _parse_floats
 from .dense_targets import is_dense_target, output_map_image, parse_dense_target, region_record
 from .engine import Explainer
-from .errors import InputError, NonFiniteError, RelpropError, TargetError, first_line
+from .errors import InputError, NonFiniteError, RelpropError, first_line
 from .finite import check_finite
-from .regions import LAYOUTS, Region, RegionTarget
+from .regions import LAYOUTS, EmptyRegionError, Region, RegionTarget
 
 __all__ = ["UserError", "main", "write_atomic"]
 
@@ -454,15 +454,15 @@ def _explain_batch(
     x = torch.stack([b[1] for b in batch]).to(run.settings.device)
     try:
         result = run.method(x, run.class_index)
-    except TargetError as exc:
+    except EmptyRegionError as exc:
         if not (isinstance(run.class_index, Region) and run.class_index.kind == "class"):
             raise UserError(str(exc)) from None
         # The pixels predicted as a class depend on the input: one without them is that input's error.
         if len(batch) > 1:
             return [record for entry in batch for record in _explain_batch(run, [entry], outputs)]
         message = (
-            f"{batch[0][2].path}: no output position is predicted as class {run.class_index.class_index} ({exc}); "
-            "choose a class the model predicts for this input"
+            f"{batch[0][2].path}: no output position is predicted as class {run.class_index.class_index}; choose a "
+            "class the model predicts for this input"
         )
         click.echo(f"error: {message}", err=True)
         return [{"file": str(batch[0][2].path), "status": "error", "error": message}]
