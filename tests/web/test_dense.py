@@ -178,6 +178,11 @@ def test_craft_is_offered_and_explains_a_box_of_its_region_map() -> None:
             "/api/explain", files={"image": ("text.png", buffer.getvalue(), "image/png")}, data={"target": "class:0"}
         )
         assert wrong.status_code == 422
+        line = io.BytesIO()
+        Image.fromarray(np.asarray(data.text())[20:52, :]).save(line, format="PNG")  # one line of text, 448×32
+        wide = client.post("/api/explain", files={"image": ("line.png", line.getvalue(), "image/png")}, data={})
+        assert wide.status_code == 200, wide.text
+        assert wide.json()["caveats"] == []  # CRAFT reads lines of any shape: no aspect-ratio caveat
         assert wrong.json()["detail"][0]["msg"] == (
             "target class:0 applies to segmentation models; model craft has score maps"
         )

@@ -347,6 +347,9 @@ class CraftPreprocess:
     """A picture as CRAFT sees it: RGB on the 0–255 scale, reduced to a longer side of at most
     ``max_side``, padded to multiples of 32, normalised (:func:`relprop.models.craft.craft_input`)."""
 
+    #: Pictures keep their aspect ratio (any shape is fine for CRAFT): no caveat for wide lines of text.
+    keeps_aspect = True
+
     def __init__(self, max_side: int) -> None:
         self.max_side = int(max_side)
 

@@ -528,7 +528,9 @@ class ExplainService:
             sample = samples()[form.sample]
             item = ImageInput(Path(sample.id), sample.load())  # a label for notes; never opened
         try:
-            prepared = model_input(bundle, item.image, "upload", self.max_pixels, loaded.input_shape)
+            # A model that keeps the picture's shape (CRAFT) is judged on the input this picture gets.
+            shape = None if getattr(bundle.preprocess, "keeps_aspect", False) else loaded.input_shape
+            prepared = model_input(bundle, item.image, "upload", self.max_pixels, shape)
         except ImageReadError as exc:
             raise RequestError(422, str(exc), "image") from None
         notes = list(item.notes) + prepared.notes
