@@ -299,3 +299,25 @@ def test_output_and_output_layout_pick_the_dense_tensor_of_any_model(tmp_path: P
         "error: a region target needs a dense output such as (N, C, H, W) (channels_first), but the model output has "
         "shape (1, 2); select the dense output with output=... or explain a class index."
     )
+
+
+def test_a_segmentation_state_dict_brings_its_heads_and_classes(tmp_path: Path) -> None:
+    import torchvision
+
+    from relprop.models.loading import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
+
+    name = "deeplabv3_mobilenet_v3_large"  # the smallest torchvision segmentation model with an auxiliary head
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5, aux_loss=True)
+    torch.save(model.state_dict(), tmp_path / "seg.pt")
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    base = ["explain", "p.png", "--model", name, "--weights", "seg.pt", "--input-size", "32", "--method", "gradient"]
+    code, _, err = run([*base, "--target", "region:0,0,16,16,channel=4", "--output", "aux"], tmp_path)
+    assert code == 0, err
+    assert "random weights" not in err
+    record = summary(tmp_path / "relprop-out")[0]
+    assert record["output_shape"] == [5, 32, 32]  # the file's five classes, from its auxiliary head
+    x = ImagePreprocess(round(32 / 0.875), 32, IMAGENET_MEAN, IMAGENET_STD)(Image.open(tmp_path / "p.png"))
+    with torch.no_grad():
+        expected = float(model.eval()(x[None])["aux"][0, 4, :16, :16].sum())
+    assert record["region_score"] == pytest.approx(expected, rel=1e-4, abs=1e-4)

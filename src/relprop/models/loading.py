@@ -308,17 +308,37 @@ def _segmentation_bundle(name: str, weights: str | None) -> ModelBundle:
             ) from None
         model = torchvision.models.get_model(name, weights=chosen)
         classes = list(chosen.meta.get("categories", [])) or None
-    else:
+    elif weights is None:
         model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
-        if weights is None:
-            notes.append(f"{name} has random weights; pass --weights FILE (or DEFAULT to download torchvision's)")
-        else:
-            _load_state_dict(model, Path(weights), name)
+        notes.append(f"{name} has random weights; pass --weights FILE (or DEFAULT to download torchvision's)")
+    else:
+        # The file says how the network was built: an auxiliary head or not, and how many classes.
+        options = _segmentation_options(Path(weights))
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, **options)
+        _load_state_dict(model, Path(weights), name)
     low, high = _bounds(mean, std)
     preprocess = ImagePreprocess(520, 520, mean, std)
     return ModelBundle(
         model, name, preprocess, _display_for(mean, std), low, high, classes, 3, notes, "out", "channels_first"
     )
+
+
+def _segmentation_options(path: Path) -> dict[str, object]:
+    """``aux_loss`` and ``num_classes`` of a torchvision segmentation state dict (defaults if unreadable:
+    :func:`_load_state_dict` then names what is wrong with the file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return {}
+    options: dict[str, object] = {"aux_loss": any(str(k).startswith("aux_classifier.") for k in state)}
+    heads = [v for k, v in state.items() if str(k).startswith("classifier.") and str(k).endswith(".weight")]
+    if heads and isinstance(heads[-1], Tensor) and heads[-1].dim() == 4:
+        options["num_classes"] = int(heads[-1].shape[0])  # the last convolution of the head scores the classes
+    return options
 
 
 def _digit_scenes_bundle(weights: str | None, input_size: int | None) -> ModelBundle:
