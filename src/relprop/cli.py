@@ -37,9 +37,11 @@ from .clitools import (
     write_atomic,
 )
 from .clitools import parse_floats as _parse_floats
+from .dense_targets import is_dense_target, output_map_image, parse_dense_target, region_record
 from .engine import Explainer
 from .errors import InputError, NonFiniteError, RelpropError, first_line
 from .finite import check_finite
+from .regions import LAYOUTS, EmptyRegionError, Region, RegionTarget
 
 __all__ = ["UserError", "main", "write_atomic"]
 
@@ -168,7 +170,13 @@ def demo(out_dir: Path, count: int, force: bool) -> None:
 
 
 def _parse_target(target: str) -> tuple[Any, str]:
-    """``predicted`` → (None, logit); ``log-odds`` → (None, log-odds); ``N`` → (N, logit)."""
+    """``predicted`` → (None, logit); ``log-odds`` → (None, log-odds); ``N`` → (N, logit).
+
+    A region of a dense output (``region:...``, ``class:K``) stays text until the model is loaded
+    (its output layout decides how the region is read): (text, logit).
+    """
+    if is_dense_target(target):
+        return target, "logit"
     if target == "predicted":
         return None, "logit"
     if target == "log-odds":
@@ -176,7 +184,10 @@ def _parse_target(target: str) -> tuple[Any, str]:
     try:
         return _class_index(target, "--target"), "logit"
     except ValueError:
-        raise UserError(f"--target must be 'predicted', 'log-odds' or a class index, got {target!r}") from None
+        raise UserError(
+            f"--target must be 'predicted', 'log-odds' or a class index, got {target!r} (for a dense output map: "
+            "region:x0,y0,x1,y1, region:MASK.png or class:K)"
+        ) from None
 
 
 def _class_index(text: str, option: str) -> int:
@@ -204,8 +215,32 @@ def _parse_contrast(contrast: str | None) -> Any:
 @model_options
 @click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
 @click.option("--composite", default=None, help=f"LRP composite name (method lrp).  [default: {DEFAULT_COMPOSITE}]")
-@click.option("--target", default="predicted", show_default=True, help="predicted, log-odds, or a class index.")
-@click.option("--contrast", default=None, help="Explain the target against this class index, or 'rest'.")
+@click.option(
+    "--target",
+    default="predicted",
+    show_default=True,
+    help="predicted, log-odds or a class index; for dense outputs region:x0,y0,x1,y1 (a box on the output map), "
+    "region:MASK.png (white = region), either with ,channel=K, or class:K (the pixels predicted as class K).",
+)
+@click.option(
+    "--contrast",
+    default=None,
+    help="Explain the target against this class index (a region: this channel on the same pixels), or 'rest' "
+    "(a region: against everything but the region).",
+)
+@click.option(
+    "--output",
+    "output",
+    default=None,
+    help="Which tensor of the model's output to explain: a key (out), an index (0) or a dotted path (aux.0).  "
+    "[default: the model's]",
+)
+@click.option(
+    "--output-layout",
+    type=click.Choice(LAYOUTS),
+    default=None,
+    help="Where a dense output keeps its channels (region targets).  [default: the model's, else channels_first]",
+)
 @click.option("--epsilon", type=FiniteFloat(), default=None, help="LRP-ε stabiliser.")
 @click.option("--gamma", type=FiniteFloat(), default=None, help="LRP-γ parameter.")
 @click.option("--alpha", type=FiniteFloat(), default=None, help="LRP-αβ alpha (alpha = beta + 1).")
@@ -242,7 +277,7 @@ def explain(**options: Any) -> None:
     settings = ExplainSettings(**options)
     run = _prepare_explain(settings)
     found = find_inputs(settings.inputs, recursive=settings.recursive)
-    outputs = [settings.output_files(name) for name in output_names(found.paths)]
+    outputs = [settings.output_files(name, run.layout is not None) for name in output_names(found.paths)]
     planned = [f for files in outputs for f in files.paths()]
     refuse_overwrite([*planned, settings.summary_json, settings.summary_csv], settings.force)
     prepare_output_folder(settings.out_dir)
@@ -271,9 +306,10 @@ class OutputFiles:
     heatmap: Path
     relevance: Path
     overlay: Path | None
+    output_map: Path | None = None
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.heatmap, self.relevance, self.overlay) if p is not None]
+        return [p for p in (self.heatmap, self.relevance, self.overlay, self.output_map) if p is not None]
 
 
 @dataclass(frozen=True)
@@ -291,6 +327,8 @@ class ExplainSettings:
     composite: str | None
     target: str
     contrast: str | None
+    output: str | None
+    output_layout: str | None
     epsilon: float | None
     gamma: float | None
     alpha: float | None
@@ -317,10 +355,13 @@ class ExplainSettings:
     def summary_csv(self) -> Path:
         return self.out_dir / "summary.csv"
 
-    def output_files(self, name: str) -> OutputFiles:
-        """Where the outputs of the input with output name ``name`` go."""
+    def output_files(self, name: str, dense: bool = False) -> OutputFiles:
+        """Where the outputs of the input with output name ``name`` go (``dense``: also its output map)."""
         overlay = self.out_dir / f"{name}_overlay.png" if self.overlay else None
-        return OutputFiles(self.out_dir / f"{name}_heatmap.png", self.out_dir / f"{name}_relevance.npy", overlay)
+        output_map = self.out_dir / f"{name}_output.png" if dense else None
+        return OutputFiles(
+            self.out_dir / f"{name}_heatmap.png", self.out_dir / f"{name}_relevance.npy", overlay, output_map
+        )
 
 
 @dataclass
@@ -332,7 +373,8 @@ class _ExplainRun:
     label: str
     method: Callable[[torch.Tensor, Any], Any]
     params: dict[str, Any]
-    class_index: int | None
+    class_index: Any
+    layout: str | None = None
 
 
 def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
@@ -342,16 +384,46 @@ def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
     bundle = load_bundle(
         settings.model_spec, settings.weights, settings.device, settings.input_size, settings.mean, settings.std
     )
+    output = settings.output if settings.output is not None else bundle.output
+    class_index, layout = _dense_target(bundle, settings.target, class_index, settings.output, settings.output_layout)
     bounds = _bounds(bundle, settings.low, settings.high)
     label, method, params = _method_runner(
-        bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast
+        bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast, output
     )
     if (settings.low is not None or settings.high is not None) and "low" not in params:
         raise UserError(
             f"--low and --high set z^B bounds, which {label} does not use; drop them or choose a composite with a "
             "z^B input rule (e.g. epsilon-gamma-box)"
         )
-    return _ExplainRun(settings, bundle, label, method, params, class_index)
+    return _ExplainRun(settings, bundle, label, method, params, class_index, layout)
+
+
+def _dense_target(
+    bundle: Any, text: str, target: Any, output: str | None = None, output_layout: str | None = None
+) -> tuple[Any, str | None]:
+    """The region a ``region:``/``class:`` target names, and the output layout (``None``: not dense).
+
+    ``text`` is the ``--target`` value, ``target`` what :func:`_parse_target` made of it; ``output``
+    and ``output_layout`` the options of the same names. A region target on a classifier, and a
+    class target on a model known to be dense, are refused.
+    """
+    from .models.loading import is_classifier
+
+    layout = output_layout or bundle.output_layout
+    if not isinstance(target, str):
+        if bundle.dense and output is None:
+            raise UserError(
+                f"model {bundle.name} returns a dense output map, not class scores; explain a region of it with "
+                "--target region:x0,y0,x1,y1, region:MASK.png or class:K"
+            )
+        return target, None
+    if is_classifier(bundle) and output is None:
+        raise UserError(
+            f"--target {text} explains a region of a dense output map, but model {bundle.name} returns "
+            "class scores; use --target predicted or a class index, or a segmentation model (e.g. digit-scenes)"
+        )
+    layout = layout or "channels_first"
+    return parse_dense_target(text, layout), layout
 
 
 def _explain_loaded(
@@ -382,6 +454,18 @@ def _explain_batch(
     x = torch.stack([b[1] for b in batch]).to(run.settings.device)
     try:
         result = run.method(x, run.class_index)
+    except EmptyRegionError as exc:
+        if not (isinstance(run.class_index, Region) and run.class_index.kind == "class"):
+            raise UserError(str(exc)) from None
+        # The pixels predicted as a class depend on the input: one without them is that input's error.
+        if len(batch) > 1:
+            return [record for entry in batch for record in _explain_batch(run, [entry], outputs)]
+        message = (
+            f"{batch[0][2].path}: no output position is predicted as class {run.class_index.class_index}; choose a "
+            "class the model predicts for this input"
+        )
+        click.echo(f"error: {message}", err=True)
+        return [{"file": str(batch[0][2].path), "status": "error", "error": message}]
     except InputError as exc:
         raise UserError(f"{str(exc).rstrip('.')}; check --input-size, --mean and --std for this model") from None
     except RelpropError as exc:
@@ -392,8 +476,11 @@ def _explain_batch(
             f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
             "and --std for this model"
         ) from None
+    for note in getattr(run.class_index, "notes", []):
+        click.echo(f"note: {note}", err=True)
+    dense = isinstance(result.target, RegionTarget)
     with torch.no_grad():
-        probabilities = torch.softmax(result.output.float(), 1)
+        probabilities = None if dense else torch.softmax(result.output.float(), 1)
     records = []
     for k, (position, tensor, item) in enumerate(batch):
         try:
@@ -405,7 +492,10 @@ def _explain_batch(
         relevance = result.relevance[k].detach().cpu()
         files = outputs[position]
         _write_outputs(run, files, relevance, tensor)
-        records.append(_record(run, item, files, result, k, probabilities[k], relevance))
+        if files.output_map is not None:
+            _write_output_map(files.output_map, result.output[k], run.layout or "channels_first")
+        scores = None if probabilities is None else probabilities[k]
+        records.append(_record(run, item, files, result, k, scores, relevance))
     return records
 
 
@@ -426,27 +516,46 @@ def _write_outputs(run: _ExplainRun, files: OutputFiles, relevance: torch.Tensor
         write_atomic(files.overlay, lambda p: blended.save(p, format="PNG"), force=True)
 
 
+def _write_output_map(path: Path, output: torch.Tensor, layout: str) -> None:
+    """The model's output map, one pixel per output position (so that box coordinates can be read off it)."""
+    picture = output_map_image(output, layout)
+    write_atomic(path, lambda p: picture.save(p, format="PNG"), force=True)
+
+
 def _record(
     run: _ExplainRun,
     item: Any,
     files: OutputFiles,
     result: Any,
     k: int,
-    probabilities: torch.Tensor,
+    probabilities: torch.Tensor | None,
     relevance: torch.Tensor,
 ) -> dict[str, Any]:
-    """The summary row of sample ``k`` of ``result``."""
-    predicted = int(probabilities.argmax())
-    explained = int(result.target[k])
+    """The summary row of sample ``k`` of ``result`` (a region target: its description and score)."""
     ledger = result.ledger
+    if probabilities is None:
+        described = region_record(result.target, k)
+        about: dict[str, Any] = {
+            "output_shape": list(result.output.shape[1:]),
+            "target": result.target.to_dict(k),
+            "target_name": described.pop("target_description"),
+            **described,
+            "region_score": float(ledger.score[k]),
+        }
+    else:
+        predicted = int(probabilities.argmax())
+        explained = int(result.target[k])
+        about = {
+            "predicted": predicted,
+            "predicted_name": run.bundle.class_name(predicted),
+            "probability": round(float(probabilities[predicted]), 6),
+            "target": explained,
+            "target_name": run.bundle.class_name(explained),
+        }
     return {
         "file": str(item.path),
         "status": "ok",
-        "predicted": predicted,
-        "predicted_name": run.bundle.class_name(predicted),
-        "probability": round(float(probabilities[predicted]), 6),
-        "target": explained,
-        "target_name": run.bundle.class_name(explained),
+        **about,
         "method": run.label,
         "explained_score": float(ledger.score[k]),
         "relevance_sum": float(relevance.sum()),
@@ -455,6 +564,7 @@ def _record(
         "heatmap": str(files.heatmap),
         "relevance": str(files.relevance),
         "overlay": None if files.overlay is None else str(files.overlay),
+        **({} if files.output_map is None else {"output_map": str(files.output_map)}),
         "notes": item.notes,
     }
 
@@ -484,6 +594,7 @@ def _method_runner(
     bounds: tuple[torch.Tensor, torch.Tensor],
     top: str,
     contrast: Any,
+    output: Any = None,
 ) -> tuple[str, Callable[[torch.Tensor, Any], Any], dict[str, Any]]:
     """Turn a method spec (``lrp:epsilon``, ``smoothgrad:n=20`` ...) into a label and a callable.
 
@@ -518,7 +629,9 @@ def _method_runner(
                 f"{', '.join(accepted[composite])}"
             )
         # NaN or Inf becomes one error line per input (check_finite), not the end of the batch.
-        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, nonfinite="report", **params)
+        explainer = Explainer(
+            bundle.model, composite, top=top, contrast=contrast, output=output, nonfinite="report", **params
+        )
         return f"lrp:{composite}", explainer, params
     if composite is not None:
         raise UserError(f"--composite applies to method lrp, not to {name!r}; drop it or use --method lrp")
@@ -534,7 +647,7 @@ def _method_runner(
         params.setdefault("high", bounds[1])
 
     def run_other(x: torch.Tensor, target: Any) -> Any:
-        return explain_fn(bundle.model, x, target, method=name, nonfinite="report", **params)
+        return explain_fn(bundle.model, x, target, method=name, nonfinite="report", output=output, **params)
 
     return spec, run_other, params
 
@@ -580,11 +693,19 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         "file", "status", "predicted", "predicted_name", "probability", "target", "target_name", "method",
         "explained_score", "relevance_sum", "absorbed", "residual", "heatmap", "relevance", "overlay", "error",
     ]  # fmt: skip
+    if any("region_score" in record for record in records):  # a region target: what it was and its score
+        columns[columns.index("method") : columns.index("method")] = [
+            "target_kind", "target_channels", "target_area", "region_score"
+        ]  # fmt: skip
+        columns.insert(columns.index("overlay") + 1, "output_map")
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in records:
-            writer.writerow(record)
+            row = dict(record)
+            if isinstance(row.get("target"), dict):
+                row["target"] = row.get("target_kind")
+            writer.writerow(row)
 
 
 def _stderr_console() -> Any:
@@ -614,7 +735,12 @@ DEFAULT_COMPARE = (
     help="A method spec (repeat the option): lrp:COMPOSITE, gradient, smoothgrad:n=20,sigma=0.1 ... "
     f"Default: {', '.join(DEFAULT_COMPARE)}.",
 )
-@click.option("--target", default="predicted", show_default=True, help="predicted or a class index.")
+@click.option(
+    "--target",
+    default="predicted",
+    show_default=True,
+    help="predicted or a class index; for dense models region:x0,y0,x1,y1|MASK.png[,channel=K] or class:K.",
+)
 @click.option(
     "--out",
     "out_file",
@@ -647,8 +773,12 @@ def compare(
     if top != "logit":
         raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
+    class_index, _ = _dense_target(bundle, target, class_index)
     bounds = _bounds(bundle, None, None)
-    runners = [_method_runner(bundle, spec, None, {}, bounds, "logit", None) for spec in (specs or DEFAULT_COMPARE)]
+    runners = [
+        _method_runner(bundle, spec, None, {}, bounds, "logit", None, bundle.output)
+        for spec in (specs or DEFAULT_COMPARE)
+    ]
     summary_file = out_file.with_suffix(".json")
     refuse_overwrite([out_file, summary_file], force, "--out file")
     prepare_output_folder(out_file.parent)
@@ -676,8 +806,9 @@ def compare(
             for k in range(len(loaded)):
                 check_finite(result, k, f"{loaded[k][2].path} with method {label}")
                 rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))
+                explained = result.target
                 summary[k]["methods"][label] = {
-                    "target": int(result.target[k]),
+                    "target": explained.to_dict(k) if isinstance(explained, RegionTarget) else int(explained[k]),
                     "explained_score": float(result.score[k]),
                     "relevance_sum": float(result.relevance[k].sum()),
                 }

@@ -245,7 +245,7 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--model", "model_spec", default="digits", show_default=True,
                      help="digits, a torchvision name, timm:NAME, a saved model or TorchScript file, "
-                     "or package.module:factory."),
+                     "package.module:factory, or a dense model: digit-scenes, craft, fcn_resnet50 ..."),
         click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT)."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
         click.option("--input-size", type=click.IntRange(1, 8192), default=None,

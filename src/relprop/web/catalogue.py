@@ -47,6 +47,8 @@ async def list_models(service: Service) -> list[ModelInfo]:
             classes=m.class_names(),
             notes=list(m.bundle.notes),
             default=m.name == service.default_model,
+            dense=m.bundle.dense,
+            output_layout=m.bundle.output_layout,
         )
         for m in service.models.values()
     ]

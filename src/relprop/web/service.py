@@ -47,13 +47,16 @@ from .. import composites as _composites
 from .. import methods as _methods
 from .. import viz
 from ..api import explain as explain_fn
+from ..dense_targets import WholeMap, output_map_image
 from ..engine import Explainer, model_device
-from ..errors import ConfigurationError, RelpropError, first_line
+from ..errors import ConfigurationError, RelpropError, TargetError, first_line
 from ..explanation import Explanation
 from ..finite import check_finite
 from ..images import ImageInput, ImageReadError, read_image_bytes
 from ..models.inputs import model_input
 from ..models.loading import ModelBundle
+from ..outputs import select_output
+from ..regions import RegionTarget, class_region, region
 from .samples import samples
 from .schemas import (
     ClassScore,
@@ -61,7 +64,9 @@ from .schemas import (
     ExplainResult,
     LedgerLayer,
     LedgerSummary,
+    OutputMapInfo,
     ParameterInfo,
+    RegionResult,
     RelevanceSummary,
     ResultImages,
 )
@@ -149,11 +154,24 @@ class LoadedModel:
     num_classes: int
 
     def class_names(self) -> list[str]:
+        """Class names (classifiers) or channel names of the output map (dense models)."""
         return [self.bundle.class_name(i) for i in range(self.num_classes)]
 
 
+def _dense_probe(name: str, bundle: ModelBundle, output: Any, shape: tuple[int, ...]) -> LoadedModel:
+    """A dense model: its selected output must be a map with channels where ``bundle.output_layout`` says."""
+    selected = select_output(output, bundle.output)
+    if selected.dim() != 4:
+        raise ConfigurationError(
+            f"model {name} returned a map of shape {tuple(selected.shape)}; the web app explains dense outputs of "
+            "shape (N, C, H, W) or (N, H, W, C)."
+        )
+    channels = selected.shape[1] if bundle.output_layout == "channels_first" else selected.shape[-1]
+    return LoadedModel(name, bundle, shape, int(channels))
+
+
 def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
-    """Run the model once on a blank picture to learn its input shape and number of classes."""
+    """Run the model once on a blank picture to learn its input shape and number of classes (or channels)."""
     picture = Image.new("RGB" if bundle.channels == 3 else "L", (256, 256), "black")
     x = bundle.preprocess(picture).unsqueeze(0).to(_device_of(bundle.model))
     try:
@@ -165,6 +183,8 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
             f"model {name} failed on a picture preprocessed to shape {tuple(x.shape)} ({first}); it needs another "
             "input size or preprocessing."
         ) from None
+    if bundle.dense:
+        return _dense_probe(name, bundle, output, tuple(x.shape[1:]))
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ConfigurationError(f"model {name} returned {shape}; the web app explains classifiers (N, classes).")
@@ -357,15 +377,7 @@ class ExplainService:
                 f"alpha={form.alpha:g}, beta={form.beta:g}; give one of them and the other follows",
                 "alpha",
             )
-        if form.target != "predicted":
-            classes = self.models[model_name].num_classes
-            if int(form.target) >= classes:
-                raise RequestError(
-                    422,
-                    f"target {form.target} is out of range for model {model_name} with {classes} classes; "
-                    f"choose 'predicted' or 0..{classes - 1}",
-                    "target",
-                )
+        self._validate_target(form, self.models[model_name])
         if has_upload == (form.sample is not None):
             raise RequestError(
                 422,
@@ -377,6 +389,75 @@ class ExplainService:
             valid = list(samples())
             raise RequestError(
                 422, f"unknown sample {form.sample!r}; choose one of: {', '.join(valid)}", "sample", valid
+            )
+
+    @staticmethod
+    def _validate_target(form: ExplainForm, loaded: LoadedModel) -> None:
+        """Class targets for classifiers; a region (box, channel, class:K) for dense models."""
+        name, count = loaded.name, loaded.num_classes
+        if not loaded.bundle.dense:
+            for field_name in ("region", "channel"):
+                if getattr(form, field_name) is not None:
+                    raise RequestError(
+                        422,
+                        f"{field_name} applies to models with a dense output map; model {name} returns class scores",
+                        field_name,
+                    )
+            if form.target.startswith("class:"):
+                raise RequestError(
+                    422,
+                    f"target {form.target} applies to segmentation models; for model {name} give a class index",
+                    "target",
+                )
+            if form.target != "predicted" and int(form.target) >= count:
+                raise RequestError(
+                    422,
+                    f"target {form.target} is out of range for model {name} with {count} classes; "
+                    f"choose 'predicted' or 0..{count - 1}",
+                    "target",
+                )
+            return
+        if form.target != "predicted" and not form.target.startswith("class:"):
+            raise RequestError(
+                422,
+                f"model {name} returns a dense output map; explain a region of it (region=x0,y0,x1,y1 and channel=K) "
+                "or the pixels predicted as a class (target=class:K), not target "
+                f"{form.target}",
+                "target",
+            )
+        if form.target.startswith("class:"):
+            index = int(form.target.partition(":")[2])
+            if loaded.bundle.output_layout != "channels_first":
+                raise RequestError(
+                    422, f"target {form.target} applies to segmentation models; model {name} has score maps", "target"
+                )
+            if index >= count:
+                raise RequestError(
+                    422,
+                    f"target {form.target} is out of range for model {name} with {count} classes; choose class:0.."
+                    f"class:{count - 1}",
+                    "target",
+                )
+            if form.channel is not None:
+                raise RequestError(
+                    422, f"channel applies to regions; target {form.target} explains channel {index} itself", "channel"
+                )
+        if form.channel is not None and form.channel >= count:
+            raise RequestError(
+                422,
+                f"channel {form.channel} is out of range for model {name} with {count} output channels; choose "
+                f"0..{count - 1}",
+                "channel",
+            )
+        if form.region is not None:
+            x0, y0, x1, y1 = (int(v) for v in form.region.split(","))
+            if not (x0 < x1 and y0 < y1):
+                raise RequestError(
+                    422, f"region {form.region} is empty; give x0 < x1 and y0 < y1 (x1, y1 exclusive)", "region"
+                )
+        if form.score != "logit":
+            raise RequestError(
+                422, "score 'log-odds' applies to class scores, not to a region of a dense output", "score"
             )
 
     @staticmethod
@@ -447,12 +528,14 @@ class ExplainService:
             sample = samples()[form.sample]
             item = ImageInput(Path(sample.id), sample.load())  # a label for notes; never opened
         try:
-            prepared = model_input(bundle, item.image, "upload", self.max_pixels, loaded.input_shape)
+            # A model that keeps the picture's shape (CRAFT) is judged on the input this picture gets.
+            shape = None if getattr(bundle.preprocess, "keeps_aspect", False) else loaded.input_shape
+            prepared = model_input(bundle, item.image, "upload", self.max_pixels, shape)
         except ImageReadError as exc:
             raise RequestError(422, str(exc), "image") from None
         notes = list(item.notes) + prepared.notes
         x = prepared.tensor.unsqueeze(0).to(_device_of(model))
-        target = None if form.target == "predicted" else int(form.target)
+        target = _target(form, bundle)
         params = {k: v for k, v in self._params(form).items() if v is not None}
         composite = None
         try:
@@ -461,7 +544,12 @@ class ExplainService:
                 explainer = self._explainer(slot, name, model, loaded, composite, params)
                 result = explainer(x, target, top=form.score)
             else:
-                result = explain_fn(model, x, target, method=form.method, nonfinite="report")
+                output = bundle.output
+                result = explain_fn(model, x, target, method=form.method, nonfinite="report", output=output)
+        except TargetError as exc:
+            # A box outside this picture's output map, or no pixel of the class: the request's region is at fault.
+            field_name = "region" if form.region is not None else "target"
+            raise RequestError(422, str(exc), field_name) from None
         except RelpropError:
             raise
         except RuntimeError as exc:
@@ -474,8 +562,15 @@ class ExplainService:
         summary = self._summarise(loaded, form, composite, params, result, relevance, notes)
         summary["caveats"] = prepared.caveats
         heat_png = _png(heat)
+        output_map = None
+        if bundle.dense:
+            layout = bundle.output_layout or "channels_first"
+            output_map = _data_url(_png(output_map_image(result.output[0], layout)))
         summary["images"] = ResultImages(
-            input=_data_url(_png(_enlarge(picture))), heatmap=_data_url(heat_png), overlay=_data_url(_png(overlay))
+            input=_data_url(_png(_enlarge(picture))),
+            heatmap=_data_url(heat_png),
+            overlay=_data_url(_png(overlay)),
+            output_map=output_map,
         )
         summary["seconds"] = round(time.perf_counter() - started, 4)
         return Outcome(ExplainResult(**summary), heat_png, relevance.numpy())
@@ -498,11 +593,50 @@ class ExplainService:
         arguments: dict[str, Any] = dict(params)
         if "low" in accepted:
             arguments.update(low=loaded.bundle.low.view(-1), high=loaded.bundle.high.view(-1))
-        explainer = Explainer(model, composite, nonfinite="report", **arguments)  # check_finite names the upload
+        # check_finite names the upload; a dense model's selected output is explained
+        explainer = Explainer(model, composite, nonfinite="report", output=loaded.bundle.output, **arguments)
         slot.explainers[key] = explainer
         while len(slot.explainers) > self.explainer_cache:
             slot.explainers.popitem(last=False)
         return explainer
+
+    @staticmethod
+    def _classes(loaded: LoadedModel, result: Explanation) -> dict[str, Any]:
+        """Classifiers: the prediction, the explained class and the top classes; dense models: the region."""
+        bundle = loaded.bundle
+        if isinstance(result.target, RegionTarget):
+            described = result.target
+            output = result.output[0]
+            layout = bundle.output_layout or "channels_first"
+            height, width = output.shape[1:] if layout == "channels_first" else output.shape[:2]
+            return {
+                "prediction": None,
+                "target": None,
+                "top": [],
+                "region": RegionResult(
+                    description=described.describe(0),
+                    kind=described.kind,
+                    channels=list(described.channels),
+                    area=float(described.area[0]),
+                    score=float(result.ledger.score[0]),
+                    box=None if described.box is None else list(described.box),
+                    class_index=described.class_index,
+                ),
+                "output_map": OutputMapInfo(
+                    width=int(width), height=int(height), layout=layout, channels=loaded.class_names()
+                ),
+            }
+        probabilities = torch.softmax(result.output[0].detach().double(), 0).cpu()
+        top = torch.argsort(probabilities, descending=True)[: min(5, probabilities.numel())]
+
+        def scored(index: int) -> ClassScore:
+            return ClassScore(index=index, name=bundle.class_name(index), probability=float(probabilities[index]))
+
+        return {
+            "prediction": scored(int(top[0])),
+            "target": scored(int(result.target[0])),
+            "top": [scored(int(i)) for i in top],
+        }
 
     def _summarise(
         self,
@@ -514,13 +648,7 @@ class ExplainService:
         relevance: torch.Tensor,
         notes: list[str],
     ) -> dict[str, Any]:
-        bundle = loaded.bundle
-        probabilities = torch.softmax(result.output[0].detach().double(), 0).cpu()
-        top = torch.argsort(probabilities, descending=True)[: min(5, probabilities.numel())]
-
-        def scored(index: int) -> ClassScore:
-            return ClassScore(index=index, name=bundle.class_name(index), probability=float(probabilities[index]))
-
+        classes = self._classes(loaded, result)
         ledger = result.ledger
         layers = []
         for entry in ledger.entries:
@@ -548,10 +676,8 @@ class ExplainService:
             "method": form.method,
             "composite": composite,
             "params": params,
-            "score_type": form.score if form.method == "lrp" else "logit",
-            "prediction": scored(int(top[0])),
-            "target": scored(int(result.target[0])),
-            "top": [scored(int(i)) for i in top],
+            "score_type": "region" if loaded.bundle.dense else form.score if form.method == "lrp" else "logit",
+            **classes,
             "ledger": LedgerSummary(
                 score=float(ledger.score[0]),
                 input_relevance=float(ledger.input_relevance[0]),
@@ -573,6 +699,21 @@ class ExplainService:
             ),
             "notes": notes,
         }
+
+
+def _target(form: ExplainForm, bundle: ModelBundle) -> Any:
+    """What to explain: a class index (classifiers), or a region of a dense model's output map."""
+    if not bundle.dense:
+        return None if form.target == "predicted" else int(form.target)
+    layout = bundle.output_layout or "channels_first"
+    box = (
+        None if form.region is None else region(box=tuple(int(v) for v in form.region.split(",")), output_layout=layout)
+    )
+    if form.target.startswith("class:"):
+        return class_region(int(form.target.partition(":")[2]), within=box, output_layout=layout)
+    if box is None:  # the whole output map
+        return WholeMap(channel=form.channel, output_layout=layout)
+    return region(box=box.area, channel=form.channel, output_layout=layout)
 
 
 def _enlarge(image: Image.Image) -> Image.Image:

@@ -80,6 +80,8 @@ class Panel {
     this.controller = null;
     this.timer = null;
     this.lastForm = null;
+    this.region = null;     // dense models: "x0,y0,x1,y1" on the output map, drawn by the user
+    this.drag = null;
     this.build(defaults);
   }
 
@@ -104,7 +106,9 @@ class Panel {
     }
     method.addEventListener("change", () => { this.syncControls(); this.explain(); });
     composite.addEventListener("change", () => { this.syncControls(); this.explain(); });
-    this.role("target").addEventListener("change", () => this.explain());
+    this.role("target").addEventListener("change", () => { this.syncChannel(); this.explain(); });
+    this.role("channel").addEventListener("change", () => this.explain());
+    this.setupDrawing();
     this.role("score").addEventListener("change", () => this.explain());
     this.role("download-npy").addEventListener("click", () => this.downloadRelevance());
     this.fillTargets();
@@ -132,10 +136,100 @@ class Panel {
   fillTargets() {
     const select = this.role("target");
     const previous = select.value;
-    select.replaceChildren(el("option", {value: "predicted", text: "predicted class"}));
     const model = currentModel();
-    if (model) model.classes.forEach((name, i) => select.append(el("option", {value: String(i), text: `${i}: ${name}`})));
+    const dense = Boolean(model && model.dense);
+    this.role("target-label").textContent = dense ? "Explain" : "Target class";
+    this.role("channel-field").hidden = !dense;
+    this.role("output-map-figure").hidden = !dense;
+    this.role("top-block").hidden = dense;
+    this.region = null;
+    if (!dense) {
+      select.replaceChildren(el("option", {value: "predicted", text: "predicted class"}));
+      if (model) model.classes.forEach((name, i) => select.append(el("option", {value: String(i), text: `${i}: ${name}`})));
+    } else {
+      // A region of the output map (the whole map until a box is drawn), or the pixels predicted as a class.
+      select.replaceChildren(el("option", {value: "predicted", text: "the box drawn on the output map"}));
+      if (model.output_layout === "channels_first") {
+        model.classes.forEach((name, i) =>
+          select.append(el("option", {value: `class:${i}`, text: `pixels predicted as ${i}: ${name}`})));
+      }
+      const channel = this.role("channel");
+      channel.replaceChildren(el("option", {value: "", text: "all channels"}));
+      model.classes.forEach((name, i) => channel.append(el("option", {value: String(i), text: `${i}: ${name}`})));
+    }
     select.value = [...select.options].some((o) => o.value === previous) ? previous : "predicted";
+    this.syncChannel();
+  }
+
+  syncChannel() {
+    // "pixels predicted as K" explains channel K itself: the channel select does not apply then.
+    this.role("channel").disabled = this.role("target").value.startsWith("class:");
+  }
+
+  // -- drawing a box on the output map (dense models) ------------------------------------------
+  setupDrawing() {
+    const box = this.role("map-box");
+    box.addEventListener("pointerdown", (event) => {
+      if (!this.result || !this.result.output_map) return;
+      event.preventDefault();
+      box.setPointerCapture(event.pointerId);
+      this.drag = {start: this.mapPoint(event)};
+      this.drawBox(this.drag.start, this.drag.start);
+    });
+    box.addEventListener("pointermove", (event) => {
+      if (this.drag) this.drawBox(this.drag.start, this.mapPoint(event));
+    });
+    const finish = (event) => {
+      if (!this.drag) return;
+      const [x0, y0, x1, y1] = this.boxOf(this.drag.start, this.mapPoint(event));
+      this.drag = null;
+      this.region = `${x0},${y0},${x1},${y1}`;
+      if (!this.role("target").value.startsWith("class:")) this.role("target").value = "predicted";
+      this.explain();
+    };
+    box.addEventListener("pointerup", finish);
+    box.addEventListener("pointercancel", () => { this.drag = null; });
+  }
+
+  mapPoint(event) {
+    // Output-map coordinates (whole positions) of a pointer event over the output map picture.
+    const rect = this.role("output-map").getBoundingClientRect();
+    const {width, height} = this.result.output_map;
+    const x = Math.floor(((event.clientX - rect.left) / rect.width) * width);
+    const y = Math.floor(((event.clientY - rect.top) / rect.height) * height);
+    return [Math.min(Math.max(x, 0), width - 1), Math.min(Math.max(y, 0), height - 1)];
+  }
+
+  boxOf(a, b) {
+    return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]) + 1, Math.max(a[1], b[1]) + 1];
+  }
+
+  drawBox(a, b) {
+    this.showBox(this.boxOf(a, b));
+  }
+
+  showBox(box) {
+    const frame = this.role("region-box");
+    if (!box || !this.result || !this.result.output_map) { frame.hidden = true; return; }
+    const img = this.role("output-map");
+    const {width, height} = this.result.output_map;
+    const sx = img.clientWidth / width, sy = img.clientHeight / height;
+    const [x0, y0, x1, y1] = box;
+    Object.assign(frame.style, {
+      left: `${img.offsetLeft + img.clientLeft + x0 * sx}px`, top: `${img.offsetTop + img.clientTop + y0 * sy}px`,
+      width: `${(x1 - x0) * sx}px`, height: `${(y1 - y0) * sy}px`,
+    });
+    frame.hidden = false;
+  }
+
+  targetFields(data) {
+    // What to explain: a class (classifiers), or a region / class of the output map (dense models).
+    data.append("target", this.role("target").value);
+    const model = currentModel();
+    if (!model || !model.dense) return;
+    if (this.region) data.append("region", this.region);
+    const channel = this.role("channel").value;
+    if (channel !== "" && !this.role("target").value.startsWith("class:")) data.append("channel", channel);
   }
 
   tunable() {
@@ -146,8 +240,9 @@ class Panel {
 
   syncControls() {
     const lrp = this.role("method").value === "lrp";
+    const dense = Boolean(currentModel() && currentModel().dense);
     this.role("composite-field").hidden = !lrp;
-    this.role("score-field").hidden = !lrp;
+    this.role("score-field").hidden = !lrp || dense;
     const tunable = this.tunable();
     for (const row of this.role("params").children) row.hidden = !tunable.includes(row.dataset.param);
   }
@@ -158,12 +253,13 @@ class Panel {
     else data.append("sample", state.image.id);
     data.append("model", $("#model").value);
     data.append("method", this.role("method").value);
+    const dense = Boolean(currentModel() && currentModel().dense);
     if (this.role("method").value === "lrp") {
       data.append("composite", this.role("composite").value);
-      data.append("score", this.role("score").value);
+      if (!dense) data.append("score", this.role("score").value);
       for (const name of this.tunable()) data.append(name, String(this.values[name]));
     }
-    data.append("target", this.role("target").value);
+    this.targetFields(data);
     data.append("output", output);
     return data;
   }
@@ -195,7 +291,8 @@ class Panel {
 
   clear() {
     this.result = null;
-    for (const role of ["input", "heatmap", "overlay"]) this.role(role).removeAttribute("src");
+    for (const role of ["input", "heatmap", "overlay", "output-map"]) this.role(role).removeAttribute("src");
+    this.role("region-box").hidden = true;
     this.role("input-caption").textContent = "what the model saw";
     for (const role of ["scale-top", "scale-bottom", "notes"]) this.role(role).textContent = "";
     for (const role of ["top", "ledger", "layers", "caveats"]) this.role(role).replaceChildren();
@@ -224,6 +321,15 @@ class Panel {
     png.classList.remove("disabled");
     this.role("download-npy").disabled = false;
 
+    if (result.output_map) {
+      const map = this.role("output-map");
+      map.src = result.images.output_map;
+      const {width, height} = result.output_map;
+      const drawn = this.region ? this.region.split(",").map(Number) : null;
+      map.onload = () => this.showBox(drawn || (result.region && result.region.box));
+      this.role("output-caption").textContent =
+        `model output ${width}×${height}: drag a box to explain it`;
+    }
     const top = this.role("top");
     top.replaceChildren();
     for (const c of result.top) {
@@ -232,14 +338,16 @@ class Panel {
       const item = el("li", {dataset: {index: String(c.index)}, title: "explain this class"}, [
         el("span", {class: "name", text: c.name}), el("span", {class: "value", text: percent(c.probability)}), bar,
       ]);
-      if (c.index === result.target.index) item.classList.add("explained");
+      if (result.target && c.index === result.target.index) item.classList.add("explained");
       item.addEventListener("click", () => { this.role("target").value = String(c.index); this.explain(); });
       top.append(item);
     }
 
     const ledger = result.ledger;
     const rows = [
-      ["explained class", `${result.target.index}: ${result.target.name}`],
+      result.region
+        ? ["explained region", result.region.description]
+        : ["explained class", `${result.target.index}: ${result.target.name}`],
       [`score (${result.score_type})`, fmt(ledger.score)],
       ["Σ relevance at the input", fmt(ledger.input_relevance)],
       ["absorbed in the network", `${fmt(ledger.absorbed)} (biases ${fmt(ledger.bias_absorbed)})`],
@@ -284,6 +392,7 @@ function explainAll() {
 
 function chooseImage(image) {
   state.image = image;
+  for (const panel of state.panels) panel.region = null;  // a box belongs to the picture it was drawn on
   for (const button of document.querySelectorAll(".samples button")) {
     button.classList.toggle("chosen", image.kind === "sample" && button.dataset.sample === image.id);
   }
@@ -300,19 +409,28 @@ function fillSamples() {
   }
 }
 
+function wantedKind(model) {
+  return {digits: "digit", "digit-scenes": "scene"}[model && model.name] || "photo";
+}
+
 function defaultSample(model) {
-  const kind = model && model.name === "digits" ? "digit" : "photo";
+  if (model && model.name === "craft") {  // a text detector: printed text
+    const text = state.samples.find((s) => s.id === "photo-text");
+    if (text) return text;
+  }
+  const kind = wantedKind(model);
   return state.samples.find((s) => s.kind === kind) || state.samples[0];
 }
 
 function onModelChange() {
   const model = currentModel();
   $("#model-notes").textContent = model
-    ? `${model.channels === 1 ? "grey" : "RGB"} input ${model.input_shape.join("×")}, ${model.num_classes} classes` +
+    ? `${model.channels === 1 ? "grey" : "RGB"} input ${model.input_shape.join("×")}, ` +
+      (model.dense ? `dense output map with ${model.num_classes} channels` : `${model.num_classes} classes`) +
       (model.notes.length ? ` · ${model.notes.join("; ")}` : "")
     : "";
-  for (const panel of state.panels) panel.fillTargets();
-  const wanted = model && model.name === "digits" ? "digit" : "photo";
+  for (const panel of state.panels) { panel.fillTargets(); panel.syncControls(); }
+  const wanted = wantedKind(model);
   const sample = state.image && state.image.kind === "sample" ? state.samples.find((s) => s.id === state.image.id) : null;
   if (!state.image || (sample && sample.kind !== wanted && defaultSample(model))) {
     chooseImage({kind: "sample", id: defaultSample(model).id});
@@ -346,7 +464,9 @@ async function runSeeds() {
   const controller = new AbortController();
   seedsController = controller;
   const base = state.panels[0];
-  const target = base.result ? String(base.result.target.index) : base.role("target").value;
+  const target = base.result && base.result.target ? String(base.result.target.index) : null;
+  $("#seeds-row h2").textContent = target === null
+    ? "Same input, same region, four rules" : "Same input, same class, four rules";
   const grid = $("#seeds-grid");
   grid.replaceChildren();
   for (const seed of SEEDS) {
@@ -356,7 +476,8 @@ async function runSeeds() {
     data.append("model", $("#model").value);
     data.append("composite", seed.composite);
     for (const [k, v] of Object.entries(seed.params)) data.append(k, String(v));
-    data.append("target", target);
+    if (target !== null) data.append("target", target);
+    else base.targetFields(data);  // dense models: the same region as setting A
     const figure = el("figure", {}, []);
     grid.append(figure);
     try {
