@@ -591,12 +591,14 @@ def list_rules() -> None:
 def _register_commands() -> None:
     # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
     from .evaluate import evaluate
+    from .spray_cli import spray
     from .text_cli import explain_text
     from .web.command import serve
 
     main.add_command(evaluate)
     main.add_command(explain_text)
     main.add_command(serve)
+    main.add_command(spray)
 
 
 _register_commands()
