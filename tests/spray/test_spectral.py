@@ -91,9 +91,9 @@ def test_disconnected_groups_give_one_zero_eigenvalue_each() -> None:
     values, _ = dense_reference(points, 10)
     assert spectrum.n_components == 3
     np.testing.assert_allclose(spectrum.eigenvalues, values[:8], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(spectrum.eigenvalues[:3], 0.0, atol=1e-9)
+    assert spectrum.eigenvalues[:3].tolist() == [0.0, 0.0, 0.0] and spectrum.eigenvalues[3] > 0.01
     k, gaps = choose_clusters(spectrum.eigenvalues, 2, 6)
-    assert k == 3 and gaps[2] == pytest.approx(spectrum.eigenvalues[3] - spectrum.eigenvalues[2])
+    assert k == 3 and gaps[:3].tolist() == [0.0, 0.0, 1.0]
     assert same_partition(spectral_clusters(spectrum.eigenvectors, 3), truth)
 
 
@@ -117,10 +117,20 @@ def test_duplicated_heatmaps_keep_a_positive_bandwidth() -> None:
 
 def test_eigengap_choice_and_its_limits() -> None:
     eigenvalues = np.array([0.0, 0.01, 0.02, 0.5, 0.55, 0.6])
-    assert choose_clusters(eigenvalues, 2, 5)[0] == 3
-    assert choose_clusters(eigenvalues, 4, 5)[0] == 4  # the largest gap allowed: λ5 - λ4
+    k, gaps = choose_clusters(eigenvalues, 2, 5)
+    np.testing.assert_allclose(gaps, [1.0, 0.5, 0.96, 0.05 / 0.55, 0.05 / 0.6])
+    assert k == 3  # (0.5 - 0.02) / 0.5: three eigenvalues near 0, then a jump
+    assert choose_clusters(eigenvalues, 4, 5)[0] == 4  # the largest relative gap allowed: (λ5 - λ4) / λ5
     with pytest.raises(AnalysisError, match=r"^the eigengap needs at least 7 eigenvalues, got 6"):
         choose_clusters(eigenvalues, 6, 10)
+
+
+def test_relative_gap_ignores_a_smoothly_rising_spectrum() -> None:
+    # Two groups, then eigenvalues rising by a constant step with one slightly larger absolute step at k = 9:
+    # the absolute eigengap would pick 9, the relative one the jump after λ2.
+    eigenvalues = np.array([0.0, 0.03, 0.11, 0.19, 0.27, 0.35, 0.43, 0.51, 0.59, 0.68, 0.76])
+    assert int(np.argmax(np.diff(eigenvalues)[1:10])) + 2 == 9
+    assert choose_clusters(eigenvalues, 2, 10)[0] == 2
 
 
 def test_neighbors_out_of_range() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import AnalysisError
 from .features import Progress, heatmap_features
 from .ranking import ClusterScore, positive_shares, unusualness
-from .spectral import choose_clusters, knn_affinity, laplacian_spectrum, spectral_clusters
+from .spectral import choose_clusters, knn_affinity, laplacian_spectrum, relative_gaps, spectral_clusters
 
 __all__ = ["EMBEDDINGS", "SprayCluster", "SprayResult", "analyze_heatmaps"]
 
@@ -67,7 +67,7 @@ class SprayResult:
     eigenvalues
         The smallest eigenvalues of the graph's normalised Laplacian, ascending.
     eigengaps
-        ``eigengaps[k - 1] = λ_{k+1} - λ_k``.
+        Relative eigengaps ``eigengaps[k - 1] = (λ_{k+1} - λ_k) / λ_{k+1}`` (the eigengap choice maximises them).
     n_clusters, chosen_by
         How many clusters, and whether the eigengap (``"eigengap"``) or the caller (``"given"``) chose.
     n_components
@@ -279,7 +279,7 @@ def analyze_heatmaps(
         k, gaps = choose_clusters(spectrum.eigenvalues, min_clusters, max_clusters)
         chosen_by = "eigengap"
     else:
-        k, gaps, chosen_by = int(clusters), np.diff(spectrum.eigenvalues), "given"
+        k, gaps, chosen_by = int(clusters), relative_gaps(spectrum.eigenvalues), "given"
     raw = spectral_clusters(spectrum.eigenvectors, k, seed)
     stage("clustering", f"clusters: {k} ({chosen_by})")
     shares = positive_shares(features.values)

@@ -89,7 +89,7 @@ def eigenvalue_figure(result: SprayResult) -> bytes:
     ax.plot(positions, result.eigenvalues, "o-", color="#34495e", markersize=4)
     ax.plot(positions[:k], result.eigenvalues[:k], "o", color="#d62728", markersize=6, label=f"{k} clusters")
     if k < len(result.eigenvalues):
-        ax.axvspan(k + 0.1, k + 0.9, color="#f1c40f", alpha=0.3, label=f"gap {result.eigengaps[k - 1]:.3g}")
+        ax.axvspan(k + 0.1, k + 0.9, color="#f1c40f", alpha=0.3, label=f"relative gap {result.eigengaps[k - 1]:.3g}")
     ax.set_xlabel("k")
     ax.set_ylabel("eigenvalue λ_k of the normalised Laplacian")
     ax.set_title(f"Spectrum ({result.chosen_by}: {k} clusters)", fontsize=10)

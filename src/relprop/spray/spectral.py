@@ -20,8 +20,14 @@ Spectrum
 
 Number of clusters
     The eigengap heuristic (von Luxburg 2007, §8.1), as in the SpRAy paper (Lapuschkin et al.,
-    2019): ``k`` groups that are well separated give ``k`` eigenvalues close to 0 and then a jump,
-    so ``k = argmax_k (λ_{k+1} - λ_k)`` over ``k`` in ``[min_clusters, max_clusters]``.
+    2019): ``k`` groups that are well separated give ``k`` eigenvalues close to 0 and then a jump.
+    The jump is measured relative to the eigenvalue after it, ``g_k = (λ_{k+1} - λ_k) / λ_{k+1}``
+    (1 when ``λ_k = 0``), and ``k = argmax g_k`` over ``[min_clusters, max_clusters]``. Without
+    cluster structure the spectrum of a neighbour graph rises smoothly, every absolute gap is about
+    as large as the next, and ``argmax (λ_{k+1} - λ_k)`` lands on whichever ``k`` the noise favours
+    — often the largest allowed; the relative gap is scale-free, so such a spectrum gives no ``k``
+    an advantage from its position, while ``k`` eigenvalues near 0 followed by a larger one still
+    stand out (``k`` disconnected groups: exactly ``g_k = 1``).
 
 Clusters
     k-means on the rows of the first ``k`` eigenvectors, each row scaled to unit length (Ng,
@@ -39,10 +45,21 @@ from scipy.sparse.linalg import eigsh
 
 from ..errors import AnalysisError
 
-__all__ = ["DENSE_LIMIT", "Spectrum", "choose_clusters", "knn_affinity", "laplacian_spectrum", "spectral_clusters"]
+__all__ = [
+    "DENSE_LIMIT",
+    "ZERO_TOLERANCE",
+    "Spectrum",
+    "choose_clusters",
+    "knn_affinity",
+    "laplacian_spectrum",
+    "relative_gaps",
+    "spectral_clusters",
+]
 
 #: Connected components up to this many nodes are decomposed densely (``numpy.linalg.eigh``).
 DENSE_LIMIT = 512
+#: Eigenvalues below this are rounding errors of an exact 0 and are reported as 0.
+ZERO_TOLERANCE = 1e-10
 
 
 def knn_affinity(features: np.ndarray, neighbors: int) -> sparse.csr_matrix:
@@ -140,16 +157,23 @@ def laplacian_spectrum(affinity: sparse.spmatrix, count: int, seed: int = 0) -> 
     for column, k in enumerate(order):
         nodes, u = vectors[k]
         eigenvectors[nodes, column] = u
-    # Rounding can put the trivial eigenvalue a hair below 0; the Laplacian is positive semi-definite.
-    return Spectrum(np.clip(eigenvalues[order], 0.0, 2.0), eigenvectors, component, int(n_components))
+    # The Laplacian is positive semi-definite; rounding puts its zero eigenvalues (one per component) a hair
+    # off 0, which the relative eigengap would read as structure.
+    chosen = np.clip(eigenvalues[order], 0.0, 2.0)
+    chosen[chosen < ZERO_TOLERANCE] = 0.0
+    return Spectrum(chosen, eigenvectors, component, int(n_components))
+
+
+def relative_gaps(eigenvalues: np.ndarray) -> np.ndarray:
+    """``gaps[k - 1] = (λ_{k+1} - λ_k) / λ_{k+1}`` (1-based ``k``; 0 where both are 0), for ``k = 1 … m - 1``."""
+    upper = eigenvalues[1:]
+    return np.divide(np.diff(eigenvalues), upper, out=np.zeros(len(upper)), where=upper > 0)
 
 
 def choose_clusters(eigenvalues: np.ndarray, min_clusters: int, max_clusters: int) -> tuple[int, np.ndarray]:
-    """The eigengap choice ``argmax_k (λ_{k+1} - λ_k)`` over ``k ∈ [min_clusters, max_clusters]``, and all gaps.
-
-    ``gaps[k - 1] = λ_{k+1} - λ_k`` (1-based ``k``), for ``k = 1 … len(eigenvalues) - 1``.
-    """
-    gaps = np.diff(eigenvalues)
+    """The eigengap choice ``argmax_k g_k`` over ``k ∈ [min_clusters, max_clusters]``, and all relative gaps
+    ``g`` (:func:`relative_gaps`; see the module notes)."""
+    gaps = relative_gaps(eigenvalues)
     upper = min(max_clusters, len(eigenvalues) - 1)
     if upper < min_clusters:
         raise AnalysisError(
