@@ -217,7 +217,7 @@ mean first.</p>
 
 def write_report(
     result: SprayResult,
-    out: Path,
+    out: str | Path,
     *,
     title: str = "Spectral Relevance Analysis",
     images: Images | None = None,
@@ -235,6 +235,7 @@ def write_report(
     notes
         Lines shown at the top of the report.
     """
+    out = Path(out)
     figures: dict[str, bytes | None] = {
         "eigenvalues.png": eigenvalue_figure(result),
         "embedding.png": embedding_figure(result, highlight),
