@@ -192,7 +192,7 @@ def analyze_heatmaps(
     clusters: int | str = "auto",
     min_clusters: int = 2,
     max_clusters: int = 10,
-    n_eigenvalues: int = 20,
+    n_eigenvalues: int | None = None,
     neighbors: int = 10,
     view: str = "map",
     size: int | None = 32,
@@ -220,7 +220,8 @@ def analyze_heatmaps(
     clusters
         ``"auto"`` (the eigengap, between ``min_clusters`` and ``max_clusters``) or a number.
     n_eigenvalues
-        Eigenvalues computed and reported (at least ``max_clusters + 1``).
+        Eigenvalues computed and reported (default and minimum: the largest number of clusters
+        allowed + 2; each one more costs the eigensolver time on large graphs).
     neighbors
         ``k`` of the nearest-neighbour graph (capped at ``N - 1``).
     view, size, normalize
@@ -272,7 +273,8 @@ def analyze_heatmaps(
     k_graph = min(neighbors, n - 1)
     affinity = knn_affinity(points, k_graph)
     stage("graph", f"neighbour graph: {affinity.nnz} edges")
-    count = min(max(n_eigenvalues, (max_clusters if clusters == "auto" else int(clusters)) + 1), n)
+    wanted = (max_clusters if clusters == "auto" else int(clusters)) + 2
+    count = min(max(n_eigenvalues or wanted, wanted), n)
     spectrum = laplacian_spectrum(affinity, count, seed)
     stage("spectrum", f"spectrum: {count} eigenvalues, {spectrum.n_components} connected component(s)")
     if clusters == "auto":
@@ -282,8 +284,7 @@ def analyze_heatmaps(
         k, gaps, chosen_by = int(clusters), relative_gaps(spectrum.eigenvalues), "given"
     raw = spectral_clusters(spectrum.eigenvectors, k, seed)
     stage("clustering", f"clusters: {k} ({chosen_by})")
-    shares = positive_shares(features.values)
-    cluster_list, labels = _ranked_clusters(raw, k, features.values, shares, ids, typical, features.shape)
+    cluster_list, labels = _ranked_clusters(raw, k, features.values, ids, typical, features.shape)
     stage("ranking")
     coords, coord_ids = _embedding(method, points, ids, embed_max, seed)
     stage("embedding", f"embedding: {method} of {len(coord_ids)} samples")
@@ -324,24 +325,34 @@ def analyze_heatmaps(
     )
 
 
+def _cluster_share_sums(raw: np.ndarray, k: int, values: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """``(k, D)``: per cluster, the sum of its members' positive share maps (in batches: no ``N × D`` float64)."""
+    sums = np.zeros((k, values.shape[1]))
+    for start in range(0, len(values), batch):
+        shares = positive_shares(values[start : start + batch])
+        labels = raw[start : start + batch]
+        for c in np.unique(labels):
+            sums[c] += shares[labels == c].sum(0)
+    return sums
+
+
 def _ranked_clusters(
     raw: np.ndarray,
     k: int,
     values: np.ndarray,
-    shares: np.ndarray,
     ids: np.ndarray,
     typical: int,
     shape: tuple[int, ...],
 ) -> tuple[list[SprayCluster], np.ndarray]:
     """Score every cluster, number them by rank (ties: larger first), and pick their typical members."""
-    totals = shares.sum(0)
+    sums = _cluster_share_sums(raw, k, values)
+    totals = sums.sum(0)
     sizes = np.bincount(raw, minlength=k)
     scores: list[ClusterScore] = []
     for c in range(k):
-        member = raw == c
         rest = len(raw) - sizes[c]
-        member_mean = shares[member].mean(0) if sizes[c] else np.zeros(shares.shape[1])
-        rest_mean = (totals - shares[member].sum(0)) / rest if rest else member_mean
+        member_mean = sums[c] / sizes[c] if sizes[c] else np.zeros(values.shape[1])
+        rest_mean = (totals - sums[c]) / rest if rest else member_mean
         scores.append(unusualness(member_mean, rest_mean))
     order = sorted(range(k), key=lambda c: (-scores[c].score, -sizes[c], c))
     new_id = np.empty(k, dtype=np.int64)
