@@ -250,13 +250,16 @@ def analyze_heatmaps(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def stage(name: str, message: str | None = None) -> None:
+    def stage(name: str, message: str | None = None, following: str | None = None) -> None:
+        """Close stage ``name`` (its time, and ``message``); announce the long stage ``following``."""
         nonlocal clock
         now = time.perf_counter()
         timings[name] = now - clock
         clock = now
-        if progress is not None and message is not None:
-            progress(message)
+        if progress is not None:
+            for line in (message, following):
+                if line is not None:
+                    progress(line)
 
     n = int(heatmaps.shape[0]) if rows is None else len(rows)
     _check_counts(n, clusters, neighbors, min_clusters, max_clusters, subject)
@@ -269,12 +272,12 @@ def analyze_heatmaps(
     )
     stage("features", f"features: {n} heatmaps as {features.values.shape[1]} values each")
     points = _reduce_dimensions(features.values, pca_components, seed)
-    stage("pca")
     k_graph = min(neighbors, n - 1)
+    stage("pca", following=f"searching {k_graph} nearest neighbours of {n} heatmaps ...")
     affinity = knn_affinity(points, k_graph)
-    stage("graph", f"neighbour graph: {affinity.nnz} edges")
     wanted = (max_clusters if clusters == "auto" else int(clusters)) + 2
     count = min(max(n_eigenvalues or wanted, wanted), n)
+    stage("graph", f"neighbour graph: {affinity.nnz} edges", f"computing the {count} smallest eigenvalues ...")
     spectrum = laplacian_spectrum(affinity, count, seed)
     stage("spectrum", f"spectrum: {count} eigenvalues, {spectrum.n_components} connected component(s)")
     if clusters == "auto":
@@ -285,9 +288,9 @@ def analyze_heatmaps(
     raw = spectral_clusters(spectrum.eigenvectors, k, seed)
     stage("clustering", f"clusters: {k} ({chosen_by})")
     cluster_list, labels = _ranked_clusters(raw, k, features.values, ids, typical, features.shape)
-    stage("ranking")
+    stage("ranking", following=f"{method} embedding of {min(n, embed_max)} samples ..." if method != "none" else None)
     coords, coord_ids = _embedding(method, points, ids, embed_max, seed)
-    stage("embedding", f"embedding: {method} of {len(coord_ids)} samples")
+    stage("embedding")
     params = {
         "clusters": clusters,
         "min_clusters": min_clusters,
