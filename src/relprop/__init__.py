@@ -10,14 +10,19 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, methods, rules
+from . import composites, kinds, match, methods, outputs, regions, rules, targets
+from .api import explain
 from .composites import Composite, bounds_from_normalization
-from .engine import Explainer, explain
+from .engine import Explainer
 from .errors import (
     ConfigurationError,
     GraphChangedError,
+    InputError,
     ModelStateError,
+    NonFiniteError,
     RelpropError,
+    RelpropWarning,
+    StoreError,
     TargetError,
     UnsupportedOperationError,
 )
@@ -32,17 +37,25 @@ __all__ = [
     "Explainer",
     "Explanation",
     "GraphChangedError",
+    "InputError",
     "Ledger",
     "LedgerEntry",
     "ModelStateError",
+    "NonFiniteError",
     "RelpropError",
+    "RelpropWarning",
+    "StoreError",
     "TargetError",
     "UnsupportedOperationError",
     "__version__",
     "bounds_from_normalization",
     "composites",
     "explain",
+    "kinds",
     "match",
     "methods",
+    "outputs",
+    "regions",
     "rules",
+    "targets",
 ]
