@@ -9,8 +9,8 @@ For each experiment and seed:
    augmentation, at a fixed place, like a watermark) and train a model on them ("Clever-Hans
    model"); train the same recipe with the same seed on the unmarked images ("control");
 2. explain the marked class for every training image of that class, marks included, with both
-   models (LRP, epsilon-gamma-box, z^B bounds = the pixel range [0, 1]), without telling
-   anything about the mark;
+   models (LRP, epsilon-gamma-box, z^B bounds = the pixel range [0, 1]) into a relevance store
+   (:func:`relprop.dataset.explain_dataset`), without telling anything about the mark;
 3. run SpRAy (:func:`relprop.spray.analyze_heatmaps`, default settings) on each set of heatmaps
    and compare the top-ranked cluster with the images that carry the mark: precision (share of
    the cluster that is marked) and recall (share of the marked images in the cluster);
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,8 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import relprop  # noqa: E402
 from relprop.clitools import write_atomic  # noqa: E402
+from relprop.dataset import ArraySource, explain_dataset  # noqa: E402
 from relprop.models import DigitsCNN  # noqa: E402
 from relprop.spray import SprayResult, analyze_heatmaps  # noqa: E402
 
@@ -324,13 +325,15 @@ def model_for(experiment: Experiment, data: Data, carries: Tensor | None, seed: 
 
 
 def explain_class(model: nn.Module, images: Tensor, target: int, batch_size: int = 256) -> np.ndarray:
-    """Relevance for class ``target`` of every image, in batches (the one place that makes heatmaps:
-    replace it by reading a relevance store once relprop.dataset exists)."""
-    parts = [
-        relprop.explain(model, images[i : i + batch_size], target, **COMPOSITE).relevance.detach().numpy()
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(parts)
+    """Relevance for class ``target`` of every image, explained into a relevance store (relprop.dataset, as a
+    user would for a data set) and read back; the store is temporary."""
+    with tempfile.TemporaryDirectory(prefix="relprop-spray-") as folder:
+        store = explain_dataset(
+            model, ArraySource.from_arrays(images), Path(folder) / "class.zarr", target=target,
+            batch_size=batch_size, chunk_size=batch_size * 8, progress="none", **COMPOSITE,
+        )  # fmt: skip
+        store.require_complete()
+        return store.relevance[:]
 
 
 def reliance(model: nn.Module, experiment: Experiment, data: Data) -> dict[str, float]:

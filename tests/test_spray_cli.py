@@ -67,13 +67,8 @@ def test_a_missing_store(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"error: {tmp_path / 'nothing.npz'} does not exist; give a relevance store folder")
 
 
-def test_a_store_folder_needs_the_dataset_package(tmp_path: Path) -> None:
-    try:
-        import relprop.dataset  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("relprop.dataset exists: store folders are opened by RelevanceStore")
+def test_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["spray", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: {tmp_path} is a folder, but this relprop has no relevance store")
+    assert result.stderr.startswith(f"error: {tmp_path} is not a relevance store")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -9,8 +9,10 @@ The store is the one :func:`relprop.dataset.explain_dataset` writes (read with
   downsampled copy, read instead when present (analyses pool heatmaps anyway);
 * ``store.layer(name)`` — relevance at a layer, ``(N, C, h, w)`` or ``(N, C)``; ``store.layers``
   (optional) — the names it holds;
-* ``store.table()["labels"]`` — to name the classes a store has when one is missing;
-* ``store.complete`` (optional; a flag or a method) — ``False`` while a run is still writing.
+* ``store.column("target")`` (``store.table()["labels"]`` for array files) — to name the classes
+  a store has when one is missing;
+* ``store.require_complete()`` — raises while a run is still writing or after it stopped
+  (array files: ``store.complete``).
 
 :class:`ArrayStore` offers the same API over heatmaps saved with NumPy (a ``.npy`` file of
 heatmaps, or a ``.npz`` with ``relevance`` and optional ``labels``), so heatmaps computed
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AnalysisError
+from ..errors import AnalysisError, StoreError
 from .analysis import SprayResult, analyze_heatmaps
 
 __all__ = ["ArrayStore", "analyze", "heatmaps_of", "open_store"]
@@ -97,9 +99,21 @@ def open_store(path: str | Path) -> Any:
     return ArrayStore(location)
 
 
-def _is_complete(store: Any) -> bool:
-    flag = getattr(store, "complete", True)
-    return bool(flag() if callable(flag) else flag)
+def require_complete(store: Any) -> None:
+    """Refuse a store that a run is still writing, or whose run stopped before the end."""
+    require = getattr(store, "require_complete", None)
+    if callable(require):
+        try:
+            require()
+        except StoreError as exc:
+            raise AnalysisError(
+                f"{exc}; or analyse what it holds so far (allow_incomplete=True, --allow-incomplete)."
+            ) from None
+    elif not getattr(store, "complete", True):
+        raise AnalysisError(
+            f"{_store_name(store)} is still being written (or its run was interrupted); wait for it to finish, "
+            "resume it, or pass allow_incomplete=True to analyse what it holds so far."
+        )
 
 
 def _store_name(store: Any) -> str:
@@ -132,13 +146,19 @@ def _class_indices(store: Any, class_: int | None) -> np.ndarray:
     if len(indices) == 0:
         if class_ is None:
             raise AnalysisError(f"{_store_name(store)} holds no successfully explained sample.")
-        labels = np.asarray(store.table()["labels"])
-        present = ", ".join(str(int(c)) for c in np.unique(labels)) or "none"
+        present = ", ".join(str(int(c)) for c in _present_classes(store)) or "none"
         raise AnalysisError(
             f"class {class_} has no explained sample in {_store_name(store)} (classes present: {present}); choose "
             "another --class."
         )
     return np.sort(indices)
+
+
+def _present_classes(store: Any) -> np.ndarray:
+    """The classes of the successfully explained samples (the explained class of a relevance store)."""
+    if hasattr(store, "column"):
+        return np.unique(store.column("target")[store.indices()])
+    return np.unique(np.asarray(store.table()["labels"]))
 
 
 def analyze(
@@ -173,11 +193,8 @@ def analyze(
     AnalysisError
         The store is still being written, has no such layer, or the class has no or too few samples.
     """
-    if not allow_incomplete and not _is_complete(store):
-        raise AnalysisError(
-            f"{_store_name(store)} is still being written (or its run was interrupted); wait for it to finish, "
-            "resume it, or pass allow_incomplete=True to analyse what it holds so far."
-        )
+    if not allow_incomplete:
+        require_complete(store)
     heatmaps = heatmaps_of(store, layer)
     indices = _class_indices(store, class_)
     chosen_view = view or ("map" if layer is None else "channels")
