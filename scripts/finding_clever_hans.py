@@ -62,7 +62,7 @@ from relprop.spray import SprayResult, analyze_heatmaps  # noqa: E402
 HELD_OUT_SEEDS = (2, 3, 4)
 DEV_SEEDS = (1, 5, 6, 7)
 PRECISION, RECALL = 0.9, 0.8
-COMPOSITE = {"composite": "epsilon-gamma-box", "low": 0.0, "high": 1.0}
+COMPOSITE: dict[str, Any] = {"composite": "epsilon-gamma-box", "low": 0.0, "high": 1.0}
 
 
 @dataclass

@@ -65,7 +65,7 @@ def explain_concepts(
         found = reference_samples(store, layer, [c.channel for c in concepts], count=references)
         targets = store.column("target")
         for concept in concepts:
-            indices = found[concept.channel][0]
+            indices = [int(i) for i in found[concept.channel][0]]
             inputs = store_inputs(store, indices, preprocess)
             chosen = torch.as_tensor(targets[indices], dtype=torch.long)
             concept.references = reference_patches(

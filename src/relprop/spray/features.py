@@ -181,7 +181,8 @@ def heatmap_features(
             )
         reduced = reduce(batch)
         if view == "map" and reduced.shape[-2:] != out_shape:
-            reduced = torch.nn.functional.adaptive_avg_pool2d(reduced.unsqueeze(1), out_shape).squeeze(1)
+            pooled = (int(out_shape[0]), int(out_shape[1]))
+            reduced = torch.nn.functional.adaptive_avg_pool2d(reduced.unsqueeze(1), pooled).squeeze(1)
         flat = scale(reduced.flatten(1))
         zero.append(start + np.flatnonzero((flat == 0).all(1).numpy()))
         values[start : start + len(chunk)] = flat.numpy()

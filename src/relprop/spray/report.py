@@ -72,6 +72,10 @@ def result_document(result: SprayResult) -> dict[str, Any]:
     }
 
 
+def _bytes_writer(data: bytes) -> Callable[[Path], object]:
+    return lambda path: path.write_bytes(data)
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -112,13 +116,12 @@ def embedding_figure(result: SprayResult, highlight: np.ndarray | None = None) -
     size = 14 if len(positions) < 2000 else 4
     for cluster in result.clusters:
         chosen = labels == cluster.id
-        ax.scatter(
-            *result.embedding[chosen].T, s=size, color=_colour(cluster.id), label=f"{cluster.id} ({cluster.size})"
-        )
+        x, y = result.embedding[chosen].T
+        ax.scatter(x, y, s=size, color=_colour(cluster.id), label=f"{cluster.id} ({cluster.size})")
     if highlight is not None:
         ringed = np.isin(result.embedding_indices, highlight)
-        ax.scatter(*result.embedding[ringed].T, s=size * 2.5, facecolors="none", edgecolors="black", linewidths=0.6,
-                   label="highlighted")  # fmt: skip
+        x, y = result.embedding[ringed].T
+        ax.scatter(x, y, s=size * 2.5, facecolors="none", edgecolors="black", linewidths=0.6, label="highlighted")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"{result.embedding_method} embedding, coloured by cluster rank (size)", fontsize=10)
@@ -245,7 +248,7 @@ def write_report(
     written = []
     for name, data in figures.items():
         if data is not None:
-            write_atomic(out / name, lambda p, d=data: p.write_bytes(d))
+            write_atomic(out / name, _bytes_writer(data))
             written.append(out / name)
     document = json.dumps(result_document(result), default=str)
     write_atomic(out / "clusters.json", lambda p: p.write_text(document, encoding="utf-8"))
