@@ -86,6 +86,30 @@ def test_a_cluster_and_the_concepts_of_a_sample(client: Any, browsed: tuple[Path
         assert concept["references"] == references[concept["channel"]][0].tolist()
 
 
+def test_conditional_heatmaps_with_the_model_that_wrote_the_store(client: Any, browsed: tuple[Path, Path]) -> None:
+    import relprop
+    from relprop import viz
+    from relprop.concepts import conditional_heatmaps
+    from relprop.web.browse import BrowseError, StoreBrowser
+
+    index = 17
+    found = client.get(f"/api/browse/samples/{index}/concepts", params={"layer": LAYER, "top": 2}).json()
+    assert found["model"] == "digits"  # the server's digits model has the store's weights
+    concept = found["concepts"][1]
+    picture = client.get(concept["heatmap"])
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    shown = np.asarray(Image.open(io.BytesIO(picture.content)).convert("RGB"))[::12, ::12]
+    explainer = relprop.Explainer(load_digits_model(), "epsilon-gamma-box", low=0.0, high=1.0)
+    x = digits_test_set().images[index : index + 1]
+    labels = digits_test_set().labels[index : index + 1]
+    expected = conditional_heatmaps(explainer, x, labels, LAYER, [concept["channel"]])[0, 0]
+    np.testing.assert_array_equal(shown, viz.heatmap_array(expected, clip_percentile=99.5))
+    without = StoreBrowser(browsed[0])
+    assert without.concepts(index, LAYER, 2)["concepts"][0]["heatmap"] is None
+    with pytest.raises(BrowseError, match=r"^none of this server's models has the weights .* with \(DigitsCNN\);"):
+        without.conditional_png(index, LAYER, 0)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -162,11 +186,13 @@ def test_the_page_in_a_browser(browsed: tuple[Path, Path], tmp_path: Path) -> No
             facts = tab.text_content("#sample-facts") or ""
             assert f"prediction{sample['prediction']}" in facts.replace(" ", "") and "cluster1" in facts
             assert len(tab.query_selector_all("#concepts li")) == 5
-            assert len(tab.query_selector_all("#concepts li:first-child .refs img")) == 6
+            assert len(tab.query_selector_all("#concepts li:first-child .refs img[data-index]")) == 6
+            assert len(tab.query_selector_all("#concepts li [data-role=conditional]")) == 5
             tab.click('#cluster-table tr[data-rank="1"]')
             tab.wait_for_function("() => document.querySelector('#cluster').dataset.rank === '1'", timeout=30_000)
             assert tab.query_selector("#cluster-grid img").get_attribute("data-index") is not None
             tab.wait_for_load_state("networkidle")
+            tab.wait_for_function("() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)")
             tab.screenshot(path=str(artifacts_dir() / "browse.png"), full_page=True)
         finally:
             context.close()

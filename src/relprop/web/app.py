@@ -196,19 +196,19 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
     app.include_router(catalogue.router)
     app.include_router(explain.router)
     if settings.store is not None:
-        _add_browser(app, settings.store, settings.spray)
+        _add_browser(app, settings.store, settings.spray, {n: m.bundle.model for n, m in service.models.items()})
     elif settings.spray is not None:
         raise RelpropError("a SpRAy result (--spray) is browsed with its relevance store; give --store STORE too.")
     return app
 
 
-def _add_browser(app: FastAPI, store: Path, spray: Path | None) -> None:
+def _add_browser(app: FastAPI, store: Path, spray: Path | None, models: dict[str, Any]) -> None:
     """Open the store (and SpRAy result) now, so that a missing or unfinished one stops the start."""
     from .browse import StoreBrowser
     from .browse import router as browse_router
 
     try:
-        app.state.browser = StoreBrowser(store, spray)
+        app.state.browser = StoreBrowser(store, spray, models)
     except ImportError as exc:
         raise RelpropError(f"browsing a store needs zarr ({exc}); pip install 'relprop[dataset]'") from None
     app.include_router(browse_router)

@@ -17,6 +17,7 @@ import json
 import threading
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import anyio
 import numpy as np
@@ -61,9 +62,13 @@ class StoreBrowser:
         The store folder (opened read-only; a store still being written is refused).
     spray
         A folder written by ``relprop spray`` (its ``clusters.json``) for the same store.
+    models
+        The server's models (name → :class:`torch.nn.Module`); the one with the weights the store
+        was written with draws conditional heatmaps of concepts (none: the concept view lists
+        channels and reference samples only).
     """
 
-    def __init__(self, store: Path, spray: Path | None = None) -> None:
+    def __init__(self, store: Path, spray: Path | None = None, models: dict[str, Any] | None = None) -> None:
         from ..dataset import RelevanceStore
 
         self.store = RelevanceStore(store)
@@ -77,6 +82,21 @@ class StoreBrowser:
         self._references: dict[str, dict[int, list[int]]] = {}
         self._source: Any = None
         self._lock = threading.Lock()
+        self.model_name, self._explainer = self._matching_explainer(models or {})
+
+    def _matching_explainer(self, models: dict[str, Any]) -> tuple[str | None, Any]:
+        """An explainer with the store's settings, on the server's model that wrote the store (if any)."""
+        from ..dataset.settings import weights_sha256
+        from ..engine.explainer import Explainer
+
+        settings = self.store.settings
+        wanted = self.store.metadata.get("model", {}).get("weights_sha256")
+        if settings.get("method") != "lrp" or wanted is None:
+            return None, None
+        for name, model in models.items():
+            if weights_sha256(model) == wanted:
+                return name, Explainer(model, settings["composite"], **settings.get("params", {}))
+        return None, None
 
     def _read_spray(self, folder: Path) -> dict[str, Any]:
         path = folder / "clusters.json"
@@ -165,26 +185,51 @@ class StoreBrowser:
         relevance = self.store.relevance[self.check_index(index)]
         return _png(_enlarge(viz.heatmap(relevance, clip_percentile=99.5)))
 
-    def input_png(self, index: int) -> bytes:
+    def _input(self, index: int) -> Any:
         i = self.check_index(index)
         if self.store.inputs is not None:
-            x = self.store.inputs[i]
-        else:
-            with self._lock:
-                if self._source is None:
-                    self._source = self.store.source()
-            x = self._source.load(i).x
-        return _png(_enlarge(viz.to_image(x)))
+            import torch
 
-    def concepts(self, index: int, layer: str, top: int) -> dict[str, Any]:
-        """The channels of ``layer`` with the most relevance for sample ``index``, with their reference samples."""
-        i = self.check_index(index)
+            return torch.from_numpy(np.asarray(self.store.inputs[i], dtype=np.float32))
+        with self._lock:
+            if self._source is None:
+                self._source = self.store.source()
+        return self._source.load(i).x
+
+    def input_png(self, index: int) -> bytes:
+        return _png(_enlarge(viz.to_image(self._input(index))))
+
+    def conditional_png(self, index: int, layer: str, channel: int) -> bytes:
+        """The heatmap of sample ``index`` when only ``channel`` of ``layer`` passes its relevance down."""
+        import torch
+
+        from ..concepts import conditional_heatmaps
+
+        self._require_layer(layer)
+        if self._explainer is None:
+            raise BrowseError(
+                f"none of this server's models has the weights {self.store.path} was written with "
+                f"({self.store.metadata.get('model', {}).get('name', '?')}); start relprop serve with that model to "
+                "see conditional heatmaps."
+            )
+        x = self._input(index).unsqueeze(0)
+        target = torch.tensor([int(self.table["target"][index])])
+        with self._lock:  # one explainer, one call at a time
+            heatmap = conditional_heatmaps(self._explainer, x, target, layer, [channel])[0, 0]
+        return _png(_enlarge(viz.heatmap(heatmap, clip_percentile=99.5)))
+
+    def _require_layer(self, layer: str) -> None:
         if layer not in self.store.layers:
             held = ", ".join(self.store.layers) or "none"
             raise BrowseError(
                 f"{self.store.path} holds no relevance for layer {layer!r} (it holds: {held}); explain the data set "
                 f"again with --layers {layer}."
             )
+
+    def concepts(self, index: int, layer: str, top: int) -> dict[str, Any]:
+        """The channels of ``layer`` with the most relevance for sample ``index``, with their reference samples."""
+        i = self.check_index(index)
+        self._require_layer(layer)
         values = np.asarray(self.store.layer(layer)[i], dtype=np.float64)
         per_channel = values.reshape(len(values), -1).sum(1)
         order = np.argsort(-per_channel, kind="stable")[:top]
@@ -193,10 +238,21 @@ class StoreBrowser:
             "index": i,
             "layer": layer,
             "total": float(per_channel.sum()),
+            "model": self.model_name,
             "concepts": [
-                {"channel": int(c), "relevance": float(per_channel[c]), "references": references[int(c)]} for c in order
+                {
+                    "channel": int(c),
+                    "relevance": float(per_channel[c]),
+                    "references": references[int(c)],
+                    "heatmap": None if self._explainer is None else self._conditional_url(i, layer, int(c)),
+                }
+                for c in order
             ],
         }
+
+    @staticmethod
+    def _conditional_url(index: int, layer: str, channel: int) -> str:
+        return f"/api/browse/samples/{index}/concepts/{channel}.png?layer={quote(layer)}"
 
     def _references_of(self, layer: str, count: int = 6) -> dict[int, list[int]]:
         from ..concepts import reference_samples
@@ -282,3 +338,13 @@ async def browse_heatmap(index: int, browser: Browser) -> Response:
 )
 async def browse_input(index: int, browser: Browser) -> Response:
     return _png_response(await _run(browser.input_png, index))
+
+
+@router.get(
+    "/api/browse/samples/{index}/concepts/{channel}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorDetail}},
+    summary="A sample's conditional heatmap for one channel of a stored layer (needs the store's model)",
+)
+async def browse_conditional(index: int, channel: int, browser: Browser, layer: str = Query(...)) -> Response:
+    return _png_response(await _run(browser.conditional_png, index, layer, channel))

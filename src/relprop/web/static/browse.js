@@ -126,6 +126,10 @@ async function showConcepts(index) {
     const item = element("li", { "data-channel": String(concept.channel) },
       `channel ${concept.channel}: relevance ${concept.relevance.toPrecision(3)} — reference samples:`);
     const refs = element("div", { class: "refs" });
+    if (concept.heatmap) {
+      refs.appendChild(element("img", { src: concept.heatmap, class: "conditional", "data-role": "conditional",
+        alt: `where channel ${concept.channel} is`, title: `conditional heatmap of channel ${concept.channel}` }));
+    }
     refs.append(...concept.references.map((i) => thumbnail(i, "input")));
     item.appendChild(refs);
     list.appendChild(item);
