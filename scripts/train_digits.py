@@ -54,21 +54,24 @@ def fit(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     after_augment: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    seed: int = SEED,
+    epochs: int = EPOCHS,
 ) -> DigitsCNN:
     """Train a DigitsCNN with the shipped recipe (seeded: the same data give the same weights).
 
     ``after_augment(batch, indices)`` may change each augmented batch (``indices`` into ``x_train``),
-    e.g. to plant a feature at a fixed position (scripts/clever_hans.py).
+    e.g. to plant a feature at a fixed position (scripts/clever_hans.py). ``seed`` (initial weights
+    and batch order) and ``epochs`` default to the shipped model's.
     """
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
-    generator = torch.Generator().manual_seed(SEED)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         for start in range(0, len(order), BATCH):

@@ -845,17 +845,21 @@ def list_rules() -> None:
 
 def _register_commands() -> None:
     # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
+    from .concepts_cli import concepts
     from .dataset_cli import explain_dataset_command
     from .evaluate import evaluate
+    from .spray_cli import spray
     from .table_cli import explain_table
     from .text_cli import explain_text
     from .web.command import serve
 
+    main.add_command(concepts)
     main.add_command(evaluate)
     main.add_command(explain_dataset_command)
     main.add_command(explain_table)
     main.add_command(explain_text)
     main.add_command(serve)
+    main.add_command(spray)
 
 
 _register_commands()

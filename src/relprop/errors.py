@@ -64,3 +64,7 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class AnalysisError(RelpropError, ValueError):
+    """Data given to an analysis (heatmaps, a store, a class, a layer) cannot be analysed as asked."""

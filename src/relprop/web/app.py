@@ -96,6 +96,9 @@ class WebSettings:
         Uploads up to this size stay in memory.
     explainer_cache
         Prepared explainers kept per concurrent slot.
+    store, spray
+        A relevance store to browse at ``/browse`` (:mod:`relprop.web.browse`), and the folder
+        ``relprop spray`` wrote for it (its clusters and embedding).
     """
 
     models: tuple[str, ...] = ("digits",)
@@ -115,6 +118,8 @@ class WebSettings:
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 256
+    store: Path | None = None
+    spray: Path | None = None
 
 
 def _load_models(settings: WebSettings, bundles: Mapping[str, ModelBundle] | None) -> dict[str, LoadedModel]:
@@ -190,7 +195,23 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(catalogue.router)
     app.include_router(explain.router)
+    if settings.store is not None:
+        _add_browser(app, settings.store, settings.spray, {n: m.bundle.model for n, m in service.models.items()})
+    elif settings.spray is not None:
+        raise RelpropError("a SpRAy result (--spray) is browsed with its relevance store; give --store STORE too.")
     return app
+
+
+def _add_browser(app: FastAPI, store: Path, spray: Path | None, models: dict[str, Any]) -> None:
+    """Open the store (and SpRAy result) now, so that a missing or unfinished one stops the start."""
+    from .browse import StoreBrowser
+    from .browse import router as browse_router
+
+    try:
+        app.state.browser = StoreBrowser(store, spray, models)
+    except ImportError as exc:
+        raise RelpropError(f"browsing a store needs zarr ({exc}); pip install 'relprop[dataset]'") from None
+    app.include_router(browse_router)
 
 
 async def _security_headers(request: Request, call_next: Any) -> Response:

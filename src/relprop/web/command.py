@@ -161,6 +161,8 @@ def _with_dense_examples(models: tuple[str, ...], weights: tuple[str, ...]) -> t
     help="Where the app makes its private temp dir for large uploads (default: the system's).",
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads (default: torch's choice).")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="A relevance store to browse at /browse.")
+@click.option("--spray", type=click.Path(path_type=Path), default=None, help="relprop spray's --out for --store.")
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -184,6 +186,8 @@ def serve(
     max_connections: int,
     temp_dir: Path | None,
     threads: int | None,
+    store: Path | None,
+    spray: Path | None,
     log_level: str,
 ) -> None:
     """Serve the interactive web app: upload an image, pick a rule and its parameters, see the heatmap."""
@@ -225,6 +229,8 @@ def serve(
             header_timeout=header_timeout,
             max_connections=max_connections,
             temp_dir=temp_dir,
+            store=store,
+            spray=spray,
         )
         try:
             app = create_app(settings)
@@ -236,6 +242,8 @@ def serve(
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         click.echo(f"relprop web app on http://{shown}:{bound_port}/ (models: {', '.join(models)}); Ctrl+C stops it")
+        if store is not None:
+            click.echo(f"browse {store} at http://{shown}:{bound_port}/browse")
         # The last bound: beyond this many open connections uvicorn answers 503 without reading anything.
         run_server(app, sock, log_level, limit_concurrency=max_connections)
     finally:
