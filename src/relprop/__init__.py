@@ -10,7 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, methods, rules
+from . import composites, match, methods, rules, tuning
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer, explain
 from .errors import (
@@ -23,6 +23,7 @@ from .errors import (
 )
 from .explanation import Explanation
 from .ledger import Ledger, LedgerEntry
+from .tuning import TunedComposite, tune
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "ModelStateError",
     "RelpropError",
     "TargetError",
+    "TunedComposite",
     "UnsupportedOperationError",
     "__version__",
     "bounds_from_normalization",
@@ -45,4 +47,6 @@ __all__ = [
     "match",
     "methods",
     "rules",
+    "tune",
+    "tuning",
 ]

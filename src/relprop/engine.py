@@ -1124,8 +1124,10 @@ class Explainer:
     model
         Any ``torch.nn.Module`` in eval mode; it is never modified.
     composite
-        A composite name (see :func:`relprop.composites.names`) or a
-        :class:`~relprop.composites.Composite`.
+        A composite name (see :func:`relprop.composites.names`), a
+        :class:`~relprop.composites.Composite`, a :class:`relprop.tuning.TunedComposite` or the
+        path of its ``.json`` file (refused for a model other than the one it was tuned on), or
+        ``"auto"`` with ``tuned=`` such a file.
     rules
         Your own ``(matcher, rule)`` entries, tried before the composite's (first match wins).
         A matcher is a module path glob (str), a module type, or a :mod:`relprop.match` matcher.
@@ -1162,6 +1164,10 @@ class Explainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        # relprop.tuning: a TunedComposite, a tuned .json file or "auto" with tuned= becomes a plain Composite.
+        from .tuning.resolve import as_composite
+
+        composite, params = as_composite(composite, model, params)
         if isinstance(composite, str):
             base = _composites.get(composite, **params)
         elif isinstance(composite, _composites.Composite):
@@ -1415,7 +1421,9 @@ def explain(
         like the output giving the initial relevance.
     composite
         Name of a composite or a :class:`~relprop.composites.Composite` (default
-        ``"epsilon-gamma-box"``); LRP only.
+        ``"epsilon-gamma-box"``); LRP only. Also a :class:`relprop.tuning.TunedComposite`, the
+        path of a tuned ``.json`` file, or ``"auto"``: the file given as ``tuned=``, else a quick
+        search on ``inputs`` (:func:`relprop.tuning.auto_composite`, with a warning).
     method
         ``"lrp"`` or the name of another attribution method.
     **params
@@ -1437,6 +1445,10 @@ def explain(
             raise ConfigurationError(f"composite applies to method 'lrp' only, not to {method!r}; drop it.")
         return fn(model, inputs, target, **params)  # type: ignore[no-any-return]
     options = {k: params.pop(k) for k in _ENGINE_OPTIONS if k in params}
+    if isinstance(composite, str) and composite == "auto":  # relprop.tuning: a quick search on these inputs
+        from .tuning.resolve import auto_composite
+
+        composite = auto_composite(model, inputs, target, params.pop("tuned", None))
     return Explainer(model, composite if composite is not None else "epsilon-gamma-box", **options, **params)(
         inputs, target
     )

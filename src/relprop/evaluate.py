@@ -47,7 +47,9 @@ from .ledger import Ledger
 from .targets import initial_relevance
 
 __all__ = [
+    "DATASET_MEAN",
     "METRICS",
+    "REPLACEMENT_NAMES",
     "EvaluationData",
     "EvaluationResult",
     "EvaluationSettings",
@@ -72,6 +74,14 @@ METRICS = (
     "complexity",
 )
 RANDOM_BASELINE = "random"
+#: Replacement and parameter value meaning "the data's reference input": ``EvaluationData.reference``
+#: (e.g. the training set's per-feature mean), else the mean of the evaluated inputs. As a method
+#: parameter it is accepted for ``baseline`` (Integrated Gradients), ``reference`` (DeepLIFT) and
+#: ``value`` (occlusion): ``integrated-gradients:baseline=dataset-mean``.
+DATASET_MEAN = "dataset-mean"
+#: Every replacement ``relprop evaluate`` accepts: those of :data:`relprop.metrics.REPLACEMENTS` and ``dataset-mean``.
+REPLACEMENT_NAMES = (*M.REPLACEMENTS, DATASET_MEAN)
+_REFERENCE_PARAMETERS = ("baseline", "reference", "value")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,9 +131,13 @@ def split_method_specs(values: Iterable[str]) -> list[str]:
     return specs
 
 
-def _explanation_call(spec: str, seed: int) -> Callable[[nn.Module, Tensor, Tensor], Explanation]:
-    """``call(model, inputs, target) -> Explanation`` for a method spec."""
+def _explanation_call(
+    spec: str, seed: int, reference: Tensor | None = None
+) -> Callable[[nn.Module, Tensor, Tensor], Explanation]:
+    """``call(model, inputs, target) -> Explanation`` for a method spec (``dataset-mean`` values → ``reference``)."""
     name, params = resolve_method(spec)
+    if reference is not None:
+        params.update({k: reference for k in _REFERENCE_PARAMETERS if params.get(k) == DATASET_MEAN})
     if name == RANDOM_BASELINE:
         generator = torch.Generator().manual_seed(seed)
 
@@ -161,12 +175,16 @@ class EvaluationData:
         ``(N, H, W)``, ``(N, 1, H, W)`` or input-shaped ground-truth regions, or ``None``.
     name
         Shown in reports.
+    reference
+        A reference input shaped like one input (e.g. the training set's per-feature mean): the
+        ``dataset-mean`` replacement and method parameter; ``None``: the mean of ``images``.
     """
 
     images: Tensor
     labels: Tensor
     masks: Tensor | None = None
     name: str = "data"
+    reference: Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels) or (self.masks is not None and len(self.masks) != len(self.images)):
@@ -180,7 +198,11 @@ class EvaluationData:
         if count is None:
             return self
         masks = None if self.masks is None else self.masks[:count]
-        return EvaluationData(self.images[:count], self.labels[:count], masks, self.name)
+        return EvaluationData(self.images[:count], self.labels[:count], masks, self.name, self.reference)
+
+    def reference_input(self) -> Tensor:
+        """The ``dataset-mean`` reference: :attr:`reference`, else the mean of :attr:`images` over the batch."""
+        return self.images.mean(0) if self.reference is None else self.reference
 
 
 # What torch.load / np.load raise on a file that is not what we expect.
@@ -216,7 +238,7 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> nn.Module:
 
 def load_data(spec: str) -> EvaluationData:
     """``"digits"`` (the 360 bundled held-out digits) or a ``.pt``/``.npz`` file with ``images``,
-    ``labels`` and optionally ``masks``."""
+    ``labels`` and optionally ``masks`` and ``reference`` (see :class:`EvaluationData`)."""
     if spec == "digits":
         from .models.digits import digits_test_set
 
@@ -244,6 +266,7 @@ def load_data(spec: str) -> EvaluationData:
         torch.as_tensor(content["labels"]).long(),
         None if content.get("masks") is None else torch.as_tensor(content["masks"]).bool(),
         str(content.get("name", path.name)),
+        None if content.get("reference") is None else torch.as_tensor(content["reference"]).float(),
     )
 
 
@@ -441,7 +464,8 @@ def evaluate_methods(
     columns = [c for family in families for c in columns_for(family, settings)]
     device = _model_device(model) or torch.device("cpu")
     cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
+    reference = data.reference_input().to(device)
+    calls = {spec: _explanation_call(spec, settings.seed, reference) for spec in methods}
     # Fail on a wrong name or parameter before any long computation.
     probe = data.images[:2].to(device)
     for call in calls.values():
@@ -469,7 +493,7 @@ def evaluate_methods(
 
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(settings.seed + start)
-                _evaluate_batch(model, call, x, target, masks, families, settings, state[spec], result, step)
+                _evaluate_batch(model, call, x, target, masks, families, settings, state[spec], result, step, reference)
 
     for spec in methods:
         result.values[spec] = {title: _concat(chunks) for title, chunks in state[spec].values.items()}
@@ -519,6 +543,7 @@ def _evaluate_batch(
     state: _MethodState,
     result: EvaluationResult,
     step: Callable[[str], None],
+    reference: Tensor | None = None,
 ) -> None:
     def explain_fn(m: nn.Module, inputs: Tensor, t: Tensor) -> Tensor:
         return call(m, inputs, t).relevance
@@ -558,7 +583,7 @@ def _evaluate_batch(
                     target,
                     patch_size=settings.patch_size,
                     regions_per_step=settings.regions_per_step,
-                    replacement=r,
+                    replacement=reference if r == DATASET_MEAN and reference is not None else r,
                     score=settings.score,
                     low=None if settings.bounds is None else settings.bounds[0],
                     high=None if settings.bounds is None else settings.bounds[1],
@@ -776,7 +801,7 @@ def _target(value: str) -> str | int:
     "data_spec",
     default="digits",
     show_default=True,
-    help="'digits' (bundled test set) or a .pt/.npz file with images, labels and optional masks.",
+    help="'digits' (bundled test set) or a .pt/.npz file with images, labels and optional masks and reference.",
 )
 @click.option(
     "--methods",
@@ -802,7 +827,8 @@ def _target(value: str) -> str | int:
     multiple=True,
     default=("zeros",),
     show_default=True,
-    help=f"Pixel-flipping replacements, comma-separated: {', '.join(M.REPLACEMENTS)}.",
+    help=f"Pixel-flipping replacements, comma-separated: {', '.join(REPLACEMENT_NAMES)} (dataset-mean: the data "
+    "file's 'reference', else the mean of its images).",
 )
 @click.option("--patch-size", type=click.IntRange(1), default=1, show_default=True, help="Pixel-flipping region side.")
 @click.option("--regions-per-step", type=click.IntRange(1), default=1, show_default=True, help="Regions per step.")
@@ -855,9 +881,9 @@ def evaluate(
         torch.manual_seed(seed)
         methods = split_method_specs(method_values)
         replacements = tuple(_split(replacement_values))
-        unknown = [r for r in replacements if r not in M.REPLACEMENTS]
+        unknown = [r for r in replacements if r not in REPLACEMENT_NAMES]
         if unknown:
-            raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(M.REPLACEMENTS)}.")
+            raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(REPLACEMENT_NAMES)}.")
         model = load_model(model_spec)
         data = load_data(data_spec).head(count)
         chosen = _split(metric_values) or [m for m in METRICS if m != "localisation" or data.masks is not None]
