@@ -592,11 +592,13 @@ def _register_commands() -> None:
     # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
     from .evaluate import evaluate
     from .text_cli import explain_text
+    from .tune_cli import tune_command
     from .web.command import serve
 
     main.add_command(evaluate)
     main.add_command(explain_text)
     main.add_command(serve)
+    main.add_command(tune_command)
 
 
 _register_commands()
