@@ -97,11 +97,12 @@ class Candidate:
         from ..methods import resolve
 
         text = spec.strip()
-        if not text.startswith("lrp:"):
-            text = f"lrp:{text}"
+        head, colon, _ = text.partition(":")
+        if not colon:
+            text = f"lrp:{text}"  # a composite name alone
         name, params = resolve(text)
         composite = params.pop("composite", None)
-        if name != "lrp" or composite is None:
+        if name != "lrp" or head.strip() not in ("lrp", text.removeprefix("lrp:")) or composite is None:
             raise ConfigurationError(
                 f"candidate {spec!r} is not an LRP composite; write it as 'lrp:NAME,key=value', e.g. "
                 "'lrp:epsilon-gamma-box,gamma=0.5'."

@@ -435,9 +435,10 @@ def _parse_value(text: str) -> Any:
 
 
 def _parse(spec: str) -> tuple[Objective, float]:
-    """``"NAME[:key=value,...]"`` (``weight=`` included) → ``(objective, weight)``."""
+    """``"NAME[:key=value,...]"`` (``weight=`` included; ``NAME,weight=2`` too) → ``(objective, weight)``."""
     text = spec.strip()
-    name, _, rest = text.partition(":")
+    cut = min((i for i in (text.find(":"), text.find(",")) if i >= 0), default=len(text))
+    name, rest = text[:cut], text[cut + 1 :]  # "localisation,weight=2" as well as "localisation:weight=2"
     name = _ALIASES.get(name.strip(), name.strip())
     if name not in _REGISTRY:
         raise ConfigurationError(f"unknown objective {name!r}; choose one of: {', '.join(_REGISTRY)}.")
