@@ -223,27 +223,29 @@ def _run(
     target = _target(target_value)
     if target == "label":
         target = getattr(data, "labels", None)
-    console = Console(stderr=True)
-    with Progress(
+    bar = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=Console(stderr=True),
         transient=True,
-    ) as bar:
-        task = bar.add_task("tuning: first candidate", total=None)
+    )
+    task = bar.add_task("tuning", total=None)
 
-        def show(progress: TuneProgress) -> None:
-            bar.console.print(progress.line(), highlight=False, soft_wrap=True)
-            rate = 1 / max(progress.seconds_per_candidate, 1e-9)
-            bar.update(
-                task,
-                completed=progress.done,
-                total=progress.planned,
-                description=f"tuning: {rate:.2f} candidates/s, ETA {progress.eta:.0f} s",
-            )
+    def show(progress: TuneProgress) -> None:
+        if not bar.live.is_started:  # started at the first result, so that early errors stay one line
+            bar.start()
+        bar.console.print(progress.line(), highlight=False, soft_wrap=True)
+        rate = 1 / max(progress.seconds_per_candidate, 1e-9)
+        bar.update(
+            task,
+            completed=progress.done,
+            total=progress.planned,
+            description=f"tuning: {rate:.2f} candidates/s, ETA {progress.eta:.0f} s",
+        )
 
+    try:
         tuned = tune(
             model,
             data,
@@ -258,4 +260,7 @@ def _run(
             batch_size=batch_size,
             progress=show,
         )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     return tuned, data

@@ -1,0 +1,83 @@
+"""``relprop tune``: writes tuned.json and a held-out split that ``relprop evaluate`` measures to the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from relprop.cli import main
+from relprop.models import digits_test_set
+
+CANDIDATES = "lrp:epsilon-gamma-box,low=0,high=1,lrp:gamma,gamma=0.5"
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def digits_file(tmp_path: Path, count: int = 24, masks: torch.Tensor | None = None) -> Path:
+    test = digits_test_set()
+    path = tmp_path / "digits.pt"
+    torch.save({"images": test.images[:count], "labels": test.labels[:count], "masks": masks}, path)
+    return path
+
+
+def test_tune_then_evaluate_the_held_out_split_gives_the_same_numbers(tmp_path: Path) -> None:
+    data = digits_file(tmp_path)
+    out, held = tmp_path / "tuned.json", tmp_path / "held.pt"
+    result = run(
+        "tune", "--data", str(data), "--objective", "pixel-flipping:replacement=uniform", "--candidates", CANDIDATES,
+        "--seed", "4", "--out", str(out), "--held-out-data", str(held),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tuned = json.loads(out.read_text())
+    assert [r["spec"] for r in tuned["results"]] == ["lrp:epsilon-gamma-box,low=0,high=1", "lrp:gamma,gamma=0.5"]
+    assert f"chosen: {tuned['spec']}: ABPC (uniform)" in result.output
+    command = next(line.strip() for line in result.output.splitlines() if line.strip().startswith("relprop evaluate"))
+    arguments = shlex.split(command)[2:]
+    assert arguments[:4] == ["--model", "digits", "--data", str(held)]
+    for index, row in enumerate(tuned["results"]):
+        spec_at = arguments.index("--methods") + 1
+        arguments[spec_at] = row["spec"]
+        report = tmp_path / f"evaluation{index}"
+        evaluated = run("evaluate", *arguments, "--out", str(report))
+        assert evaluated.exit_code == 0, evaluated.output
+        rows = {r["metric"]: r for r in csv.DictReader((report / "results.csv").open())}
+        abpc = rows["ABPC (uniform)"]
+        assert float(abpc["mean"]) == float(f"{row['held_out']['mean']:.10g}")
+        assert float(abpc["se"]) == float(f"{row['held_out']['se']:.10g}")
+        assert int(abpc["n"]) == row["held_out"]["n"] == 12
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
+    data = digits_file(tmp_path, masks=torch.ones(24, 7, 7, dtype=torch.bool))
+    result = run("tune", "--data", str(data), "--objective", "localisation", "--out", str(tmp_path / "t.json"))
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: objective 'localisation': masks of shape (24, 7, 7) do not fit inputs of shape (24, 1, 8, 8); pass one "
+        "mask per input, shaped like it or (N, H, W) / (N, 1, H, W).\n"
+    )
+    data = digits_file(tmp_path)
+    result = run("tune", "--data", str(data), "--budget", "0.001", "--out", str(tmp_path / "t.json"))
+    assert result.exit_code == 2 and result.output.startswith(
+        "error: budget 0.001 s is too small for one candidate: lrp:epsilon-gamma-box,low=0,high=1 took "
+    )
+    assert len(result.output.splitlines()) == 1 and not (tmp_path / "t.json").exists()
+    (tmp_path / "t.json").write_text("{}")
+    result = run("tune", "--data", str(data), "--out", str(tmp_path / "t.json"))
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"error: {tmp_path / 't.json'} already exists; pass --force to overwrite it or choose another --out file\n"
+    )
+    result = run("tune", "--data", str(data), "--objective", "nope", "--out", str(tmp_path / "u.json"))
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == "error: unknown objective 'nope'; choose one of: pixel-flipping, localisation, token-deletion.\n"
+    )

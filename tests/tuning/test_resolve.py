@@ -1,0 +1,72 @@
+"""composite="auto": a quick documented search on the inputs (with a warning), or the tuned file given."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import relprop
+from relprop.errors import ConfigurationError
+from relprop.tuning import AUTO_BUDGET, auto_composite, default_space
+from relprop.tuning.resolve import auto_objective
+
+
+def test_auto_searches_the_inputs_with_a_warning(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> None:
+    x = digits[0][:16]
+    with pytest.warns(UserWarning) as caught:
+        result = relprop.explain(digits_model, x, composite="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tuned = auto_composite(digits_model, x)
+    message = str(caught[0].message)
+    assert message.startswith(f"composite='auto' chose {tuned.spec} by a quick search on the 16 inputs being explained")
+    assert "pass tuned='tuned.json'" in message
+    assert torch.equal(result.relevance, relprop.explain(digits_model, x, composite=tuned).relevance)
+    # The documented quick search: one default point per composite, half of the inputs held out.
+    assert [r.candidate for r in tuned.results] == default_space((0.0, 1.0)).first_points()
+    assert (tuned.search_size, tuned.held_out_size, tuned.budget_s) == (8, 8, AUTO_BUDGET)
+    assert tuned.objective == "pixel-flipping:replacement=blur"
+
+
+def test_auto_uses_the_tuned_file_without_searching(
+    digits_model: nn.Module, digits: tuple[Tensor, Tensor], tmp_path: Path
+) -> None:
+    x = digits[0]
+    tuned = relprop.tune(
+        digits_model, x, candidates=["lrp:gamma,gamma=0.5"], objective="pixel-flipping:replacement=zeros"
+    )
+    path = tuned.save(tmp_path / "tuned.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no quick search, no warning
+        result = relprop.explain(digits_model, x[:1], composite="auto", tuned=str(path))
+    assert torch.equal(result.relevance, relprop.explain(digits_model, x[:1], composite="gamma", gamma=0.5).relevance)
+
+
+def test_auto_errors(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> None:
+    x = digits[0]
+    with pytest.raises(ConfigurationError) as info:
+        relprop.Explainer(digits_model, "auto")
+    assert str(info.value) == (
+        "composite='auto' searches on the inputs, which an Explainer does not have yet; call "
+        "relprop.explain(model, inputs, composite='auto'), pass tuned='tuned.json', or pass "
+        "relprop.tune(model, inputs) as the composite."
+    )
+    with pytest.raises(ConfigurationError) as info:
+        relprop.explain(digits_model, x[:1], composite="auto")
+    assert str(info.value) == (
+        "composite='auto' needs a batch of at least 2 inputs to search on and check on, got (1, 1, 8, 8); explain more "
+        "inputs at once or pass tuned='tuned.json' (relprop tune)."
+    )
+    with pytest.raises(ConfigurationError, match=r"^tuned= applies to composite='auto' only; pass the tuned composite"):
+        relprop.explain(digits_model, x[:2], composite="gamma", tuned="tuned.json")
+
+
+def test_the_quick_objective_keeps_pixel_flipping_short() -> None:
+    assert auto_objective(torch.zeros(2, 1, 8, 8)) == "pixel-flipping:replacement=blur"
+    assert auto_objective(torch.zeros(2, 3, 224, 224)) == "pixel-flipping:replacement=blur,patch_size=28"
+    assert auto_objective(torch.zeros(2, 30)) == "pixel-flipping:replacement=dataset-mean"
+    assert auto_objective(torch.zeros(2, 10, 384)) == "pixel-flipping:replacement=dataset-mean,regions_per_step=60"
