@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -144,17 +145,16 @@ class Experiment:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Outcome:
-    experiment: Experiment
-    tuned: relprop.TunedComposite
-    scores: dict[str, Tensor | None]
-    errors: dict[str, str]
-    tuned_scores: Tensor
-    seconds: float
+def _values(scores: Tensor) -> list[float | None]:
+    return [float(v) if math.isfinite(float(v)) else None for v in scores.double()]
 
 
-def run(experiment: Experiment) -> Outcome:
+def _tensor(values: list[float | None]) -> Tensor:
+    return torch.tensor([math.nan if v is None else v for v in values], dtype=torch.float64)
+
+
+def run(experiment: Experiment) -> dict[str, Any]:
+    """Tune, then score every method on the held-out split: a JSON-ready record with every per-input value."""
     print(f"\n=== {experiment.model_name}: {experiment.title} ===", flush=True)
     start = time.perf_counter()
     bounds = None if experiment.transformer else BOUNDS
@@ -178,16 +178,22 @@ def run(experiment: Experiment) -> Outcome:
     check = Summary.of(tuned_scores)
     if (check.mean, check.n) != (tuned.held_out_score.mean, tuned.held_out_score.n):
         raise SystemExit(f"error: held-out score {check} differs from the search's {tuned.held_out_score}")
-    scores: dict[str, Tensor | None] = {}
-    errors: dict[str, str] = {}
+    methods: dict[str, dict[str, Any]] = {}
     for label, spec in experiment.methods.items():
         print(f"  {label}: {spec}", flush=True)
         try:
-            scores[label] = goal.scores(experiment.model, held, spec, context)
+            methods[label] = {"spec": spec, "values": _values(goal.scores(experiment.model, held, spec, context))}
         except RelpropError as exc:
-            scores[label] = None
-            errors[label] = str(exc).split(" (")[0]
-    return Outcome(experiment, tuned, scores, errors, tuned_scores, time.perf_counter() - start)
+            methods[label] = {"spec": spec, "values": None, "error": str(exc).split(" (")[0]}
+    return {
+        "model": experiment.model_name,
+        "experiment": experiment.title,
+        "tuned": tuned.to_json(),
+        "tuned_values": _values(tuned_scores),
+        "methods": methods,
+        "notes": experiment.notes,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,37 +308,51 @@ def _paired(a: Tensor, b: Tensor) -> Summary:
     return Summary.of((a - b)[both])
 
 
-def _best_other(outcome: Outcome) -> tuple[str, Tensor] | None:
-    higher = outcome.tuned.higher_is_better
-    usable = {k: v for k, v in outcome.scores.items() if v is not None and k != "random"}
-    if not usable:
-        return None
-    label = max(usable, key=lambda k: Summary.of(usable[k]).mean * (1 if higher else -1))
-    return label, usable[label]
+def _tuned(record: dict[str, Any]) -> relprop.TunedComposite:
+    return relprop.TunedComposite.from_json(record["tuned"])
 
 
-def summary_table(outcomes: list[Outcome]) -> str:
+def _scores(record: dict[str, Any]) -> dict[str, Tensor]:
+    """Held-out values of every method that applies."""
+    return {k: _tensor(m["values"]) for k, m in record["methods"].items() if m["values"] is not None}
+
+
+def _best_other(record: dict[str, Any]) -> str | None:
+    """The method (noise excluded) with the best held-out mean."""
+    sign = 1 if _tuned(record).higher_is_better else -1
+    usable = {k: v for k, v in _scores(record).items() if k != "random"}
+    return max(usable, key=lambda k: sign * Summary.of(usable[k]).mean) if usable else None
+
+
+def _setting(spec: str) -> str:
+    return spec.removeprefix("lrp:")
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| model | objective | held-out inputs | tuned setting | tuned, held-out | its search score | "
         "best other method (held-out) | tuned − best, paired | default `epsilon-gamma-box` |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
-        arrow = "↑" if o.tuned.higher_is_better else "↓"
-        best = _best_other(o)
-        default = o.scores.get("epsilon-gamma-box")
+    for record in records:
+        tuned, scores = _tuned(record), _scores(record)
+        arrow = "↑" if tuned.higher_is_better else "↓"
+        best = _best_other(record)
         if best is None:
             best_cell, diff_cell = "n/a", "n/a"
         else:
-            best_cell = f"{best[0]}: {Summary.of(best[1]).cell()}"
-            diff_cell = _paired(o.tuned_scores, best[1]).cell()
+            best_cell = f"{best}: {Summary.of(scores[best]).cell()}"
+            same = _setting(record["methods"][best]["spec"]) == _setting(tuned.spec)
+            diff = _paired(_tensor(record["tuned_values"]), scores[best])
+            diff_cell = "0 (the same setting)" if same else diff.cell()
+        default = scores.get("epsilon-gamma-box")
         cells = [
-            o.experiment.model_name,
-            f"{o.tuned.objective_title} {arrow} ({o.experiment.title})",
-            str(o.tuned.held_out_size),
-            f"`{o.tuned.spec.removeprefix('lrp:')}`",
-            o.tuned.held_out_score.cell(),
-            o.tuned.search_score.cell(),
+            record["model"],
+            f"{tuned.objective_title} {arrow} ({record['experiment']})",
+            str(tuned.held_out_size),
+            f"`{_setting(tuned.spec)}`",
+            tuned.held_out_score.cell(),
+            tuned.search_score.cell(),
             best_cell,
             diff_cell,
             "n/a" if default is None else Summary.of(default).cell(),
@@ -341,66 +361,61 @@ def summary_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def methods_table(outcomes: list[Outcome]) -> str:
-    """Rows: methods; columns: the experiments of one model; cells: held-out mean ± SE (best in bold)."""
-    labels = list(dict.fromkeys(label for o in outcomes for label in o.scores))
-    header = "| method | " + " | ".join(
-        f"{o.tuned.objective_title} {'↑' if o.tuned.higher_is_better else '↓'} ({o.experiment.title})" for o in outcomes
-    )
-    lines = [header + " |", "|---|" + "---|" * len(outcomes)]
+def methods_table(records: list[dict[str, Any]]) -> str:
+    """Rows: methods; columns: the experiments of one model; cells: held-out mean ± SE (the best in bold)."""
+    labels = list(dict.fromkeys(label for r in records for label in r["methods"]))
+    header = [
+        f"{_tuned(r).objective_title} {'↑' if _tuned(r).higher_is_better else '↓'} ({r['experiment']})" for r in records
+    ]
+    lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(records)]
     best = {}
-    for o in outcomes:
-        values = {k: Summary.of(v).mean for k, v in o.scores.items() if v is not None}
-        values["tuned"] = o.tuned.held_out_score.mean
-        pick = max if o.tuned.higher_is_better else min
-        best[id(o)] = pick(values, key=lambda k: values[k])
+    for index, record in enumerate(records):
+        means = {k: Summary.of(v).mean for k, v in _scores(record).items()}
+        means["tuned"] = _tuned(record).held_out_score.mean
+        pick = max if _tuned(record).higher_is_better else min
+        best[index] = pick(means, key=lambda k: means[k])
     for label in ["tuned", *labels]:
         cells = []
-        for o in outcomes:
+        for index, record in enumerate(records):
+            tuned = _tuned(record)
+            method = record["methods"].get(label)
             if label == "tuned":
-                cell = f"{o.tuned.held_out_score.cell()} (`{o.tuned.spec.removeprefix('lrp:')}`)"
-            elif o.scores.get(label) is None:
-                cell = "n/a" if label in o.errors else ""
+                cell = f"{tuned.held_out_score.cell()} (`{_setting(tuned.spec)}`)"
+            elif method is None:
+                cell = ""
+            elif method["values"] is None:
+                cell = "n/a"
             else:
-                cell = Summary.of(o.scores[label]).cell()  # type: ignore[arg-type]
-            cells.append(f"**{cell}**" if best[id(o)] == label and cell else cell)
+                cell = Summary.of(_tensor(method["values"])).cell()
+            cells.append(f"**{cell}**" if best[index] == label and cell else cell)
         lines.append(f"| {'**tuned LRP**' if label == 'tuned' else label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def candidates_markdown(outcomes: list[Outcome]) -> str:
+def candidates_markdown(records: list[dict[str, Any]]) -> str:
     parts = ["# Every candidate of every search", "", "Regenerated by `python scripts/tune_report.py`.", ""]
-    for o in outcomes:
+    for record in records:
+        tuned = _tuned(record)
         parts += [
-            f"## {o.experiment.model_name}: {o.experiment.title}",
+            f"## {record['model']}: {record['experiment']}",
             "",
-            f"Objective `{o.tuned.objective}` ({o.tuned.objective_title}), data: {o.tuned.data}; "
-            f"{len(o.tuned.results)} candidates in {o.tuned.elapsed_s:.0f} s (stopped: {o.tuned.stopped}).",
+            f"Objective `{tuned.objective}` ({tuned.objective_title}), data: {tuned.data}; "
+            f"{len(tuned.results)} candidates in {tuned.elapsed_s:.0f} s (stopped: {tuned.stopped}).",
             "",
-            o.tuned.table(),
+            tuned.table(),
             "",
         ]
     return "\n".join(parts)
 
 
-def results_json(outcomes: list[Outcome]) -> dict[str, Any]:
-    rows = []
-    for o in outcomes:
-        rows.append(
-            {
-                "model": o.experiment.model_name,
-                "experiment": o.experiment.title,
-                "tuned": o.tuned.to_json(),
-                "methods": {
-                    label: (None if v is None else Summary.of(v).to_json()) | {"spec": o.experiment.methods[label]}
-                    for label, v in o.scores.items()
-                },
-                "not_applicable": o.errors,
-                "notes": o.experiment.notes,
-                "seconds": round(o.seconds, 1),
-            }
-        )
-    return {"seed": SEED, "references": list(REFERENCE_CANDIDATES), "experiments": rows}
+def notes(records: list[dict[str, Any]]) -> str:
+    lines = []
+    for record in records:
+        lines += [f"* {record['model']}: {note}." for note in record["notes"]]
+        for label, method in record["methods"].items():
+            if method["values"] is None:
+                lines.append(f"* {record['model']}, {label}: not applicable ({method['error']}).")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def replace_generated(text: str, name: str, content: str) -> str:
@@ -410,13 +425,18 @@ def replace_generated(text: str, name: str, content: str) -> str:
     return pattern.sub(lambda m: f"{m.group(1)}\n{content}\n{m.group(2)}", text)
 
 
-def notes(outcomes: list[Outcome]) -> str:
-    lines = []
-    for o in outcomes:
-        lines += [f"* {o.experiment.model_name}: {note}." for note in o.experiment.notes]
-        for label, error in o.errors.items():
-            lines.append(f"* {o.experiment.model_name}, {label}: not applicable ({error}).")
-    return "\n".join(dict.fromkeys(lines))
+def write_group(name: str, records: list[dict[str, Any]], out: Path, report: Path) -> None:
+    """Write ``out/NAME.json`` (every number), ``out/NAME_candidates.md`` and the group's tables in ``report``."""
+    data = json.dumps({"seed": SEED, "references": list(REFERENCE_CANDIDATES), "experiments": records}, indent=1)
+    write_atomic(out / f"{name}.json", lambda p: p.write_text(data + "\n", encoding="utf-8"))
+    candidates = candidates_markdown(records)
+    write_atomic(out / f"{name}_candidates.md", lambda p: p.write_text(candidates, encoding="utf-8"))
+    text = report.read_text(encoding="utf-8")
+    text = replace_generated(text, f"tuning-{name}-summary", summary_table(records))
+    text = replace_generated(text, f"tuning-{name}-methods", methods_table(records))
+    text = replace_generated(text, f"tuning-{name}-notes", notes(records) or "(none)")
+    write_atomic(report, lambda p: p.write_text(text, encoding="utf-8"))
+    print(f"updated {report}, {out / f'{name}.json'} and {out / f'{name}_candidates.md'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "evaluation" / "tuning", help="output folder")
     parser.add_argument("--report", type=Path, default=ROOT / "EVALUATION.md", help="Markdown file to update")
     parser.add_argument("--quick", action="store_true", help="smoke run: few inputs and candidates (not a report)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables from the saved NAME.json files")
     args = parser.parse_args(argv)
     QUICK["enabled"] = args.quick
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -432,21 +453,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"error: unknown experiment {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}")
     out: Path = args.out
-    report: Path = args.report
     for name in chosen:
-        outcomes = [run(experiment) for experiment in EXPERIMENTS[name](out)]
-        data = json.dumps(results_json(outcomes), indent=2, ensure_ascii=False)
-        write_atomic(out / f"{name}.json", lambda p, data=data: p.write_text(data, encoding="utf-8"))
-        candidates = candidates_markdown(outcomes)
-        write_atomic(out / f"{name}_candidates.md", lambda p, c=candidates: p.write_text(c, encoding="utf-8"))
-        text = report.read_text(encoding="utf-8")
-        text = replace_generated(text, f"tuning-{name}-summary", summary_table(outcomes))
-        text = replace_generated(text, f"tuning-{name}-methods", methods_table(outcomes))
-        text = replace_generated(text, f"tuning-{name}-notes", notes(outcomes) or "(none)")
-        write_atomic(report, lambda p, text=text: p.write_text(text, encoding="utf-8"))
-        print(f"updated {report}, {out / f'{name}.json'} and {out / f'{name}_candidates.md'}", flush=True)
-        for o in outcomes:
-            print(f"{o.experiment.model_name}, {o.experiment.title}: {o.tuned.summary()} [{o.seconds:.0f} s]")
+        if args.render:
+            records = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))["experiments"]
+        else:
+            records = [run(experiment) for experiment in EXPERIMENTS[name](out)]
+        write_group(name, records, out, args.report)
+        for record in records:
+            print(f"{record['model']}, {record['experiment']}: {_tuned(record).summary()} [{record['seconds']:.0f} s]")
 
 
 if __name__ == "__main__":
