@@ -146,7 +146,8 @@ class Experiment:
 
 
 def _values(scores: Tensor) -> list[float | None]:
-    return [float(v) if math.isfinite(float(v)) else None for v in scores.double()]
+    """Per-input values for the JSON file: 7 significant digits (the scores come from float32 models), NaN → null."""
+    return [float(f"{float(v):.7g}") if math.isfinite(float(v)) else None for v in scores.double()]
 
 
 def _tensor(values: list[float | None]) -> Tensor:
@@ -331,7 +332,7 @@ def _setting(spec: str) -> str:
 def summary_table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| model | objective | held-out inputs | tuned setting | tuned, held-out | its search score | "
-        "best other method (held-out) | tuned − best, paired | default `epsilon-gamma-box` |",
+        "best other method (held-out) | tuned − best, paired | library default (held-out) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for record in records:
@@ -345,17 +346,18 @@ def summary_table(records: list[dict[str, Any]]) -> str:
             same = _setting(record["methods"][best]["spec"]) == _setting(tuned.spec)
             diff = _paired(_tensor(record["tuned_values"]), scores[best])
             diff_cell = "0 (the same setting)" if same else diff.cell()
-        default = scores.get("epsilon-gamma-box")
+        default_label = "AttnLRP" if "AttnLRP" in scores else "epsilon-gamma-box"  # TextExplainer's / explain's
+        default = scores.get(default_label)
         cells = [
             record["model"],
-            f"{tuned.objective_title} {arrow} ({record['experiment']})",
+            f"{tuned.objective_title} {arrow}, {record['experiment']}",
             str(tuned.held_out_size),
             f"`{_setting(tuned.spec)}`",
             tuned.held_out_score.cell(),
             tuned.search_score.cell(),
             best_cell,
             diff_cell,
-            "n/a" if default is None else Summary.of(default).cell(),
+            "n/a" if default is None else f"{default_label}: {Summary.of(default).cell()}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -365,7 +367,7 @@ def methods_table(records: list[dict[str, Any]]) -> str:
     """Rows: methods; columns: the experiments of one model; cells: held-out mean ± SE (the best in bold)."""
     labels = list(dict.fromkeys(label for r in records for label in r["methods"]))
     header = [
-        f"{_tuned(r).objective_title} {'↑' if _tuned(r).higher_is_better else '↓'} ({r['experiment']})" for r in records
+        f"{_tuned(r).objective_title} {'↑' if _tuned(r).higher_is_better else '↓'}, {r['experiment']}" for r in records
     ]
     lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(records)]
     best = {}
@@ -427,14 +429,19 @@ def replace_generated(text: str, name: str, content: str) -> str:
 
 def write_group(name: str, records: list[dict[str, Any]], out: Path, report: Path) -> None:
     """Write ``out/NAME.json`` (every number), ``out/NAME_candidates.md`` and the group's tables in ``report``."""
-    data = json.dumps({"seed": SEED, "references": list(REFERENCE_CANDIDATES), "experiments": records}, indent=1)
+    for record in records:  # the same rounding for records read back by --render
+        record["tuned_values"] = _values(_tensor(record["tuned_values"]))
+        for method in record["methods"].values():
+            method["values"] = None if method["values"] is None else _values(_tensor(method["values"]))
+    content = {"seed": SEED, "references": list(REFERENCE_CANDIDATES), "experiments": records}
+    data = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     write_atomic(out / f"{name}.json", lambda p: p.write_text(data + "\n", encoding="utf-8"))
     candidates = candidates_markdown(records)
     write_atomic(out / f"{name}_candidates.md", lambda p: p.write_text(candidates, encoding="utf-8"))
     text = report.read_text(encoding="utf-8")
     text = replace_generated(text, f"tuning-{name}-summary", summary_table(records))
     text = replace_generated(text, f"tuning-{name}-methods", methods_table(records))
-    text = replace_generated(text, f"tuning-{name}-notes", notes(records) or "(none)")
+    text = replace_generated(text, f"tuning-{name}-notes", notes(records))
     write_atomic(report, lambda p: p.write_text(text, encoding="utf-8"))
     print(f"updated {report}, {out / f'{name}.json'} and {out / f'{name}_candidates.md'}", flush=True)
 

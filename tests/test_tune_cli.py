@@ -81,3 +81,25 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
         result.output
         == "error: unknown objective 'nope'; choose one of: pixel-flipping, localisation, token-deletion.\n"
     )
+
+
+def test_sentence_pairs_are_tuned_by_token_deletion(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text(
+        "A man is playing a guitar.\tSomeone plays an instrument.\n"
+        "The cat sleeps on the sofa.\tA cat is sleeping on a couch.\n"
+        "Two children run in a park.\tKids are running outside.\n"
+        "A woman slices an onion.\tSomeone is cutting vegetables.\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "text.json"
+    result = run(
+        "tune", "--model", "minilm", "--data", str(pairs), "--objective", "token-deletion",
+        "--candidates", "lrp:attnlrp,lrp:cp-lrp", "--out", str(out), "--held-out-data", str(tmp_path / "h.pt"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tuned = json.loads(out.read_text())
+    assert tuned["objective"] == {"spec": "token-deletion", "title": "deletion AUC", "higher_is_better": False}
+    assert (tuned["split"]["search"], tuned["split"]["held_out"]) == (2, 2)
+    assert "relprop evaluate does not measure token-deletion" in result.output
+    assert not (tmp_path / "h.pt").exists()
