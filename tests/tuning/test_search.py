@@ -163,6 +163,8 @@ def test_a_budget_too_small_for_one_candidate_is_a_clear_error(
         r"inputs; give a budget of at least \d+ s or fewer inputs\.",
         message,
     ), message
+    kept = relprop.tune(digits_model, digits[0], objective=objective, candidates=QUICK, budget=0.01, keep_first=True)
+    assert [r.candidate.spec for r in kept.results] == QUICK[:1] and kept.stopped == "budget"
     with pytest.raises(ConfigurationError, match=r"^budget must be a positive number of seconds \(or None\), got 0\.$"):
         relprop.tune(digits_model, digits[0], candidates=QUICK, budget=0)
 

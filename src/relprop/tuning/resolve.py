@@ -14,7 +14,7 @@ those same inputs. The quick search (documented defaults):
 * candidates: one default point per composite (:func:`~relprop.tuning.default_space`; for
   transformers ``attnlrp`` and ``cp-lrp``), z^B bounds = the inputs' range;
 * split: half of the inputs to choose, the other half to report; seed 0; budget
-  :data:`AUTO_BUDGET` seconds.
+  :data:`AUTO_BUDGET` seconds (the first candidate, the library default, is always measured).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def auto_composite(model: nn.Module, inputs: Any, target: Any = None, tuned: Any
         budget=AUTO_BUDGET,
         seed=0,
         refine=0,
+        keep_first=True,
     )
     warnings.warn(
         f"composite='auto' chose {result.spec} by a quick search on the {len(inputs)} inputs being explained "

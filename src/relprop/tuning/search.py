@@ -195,6 +195,7 @@ def tune(
     refine: int = 3,
     batch_size: int = 128,
     progress: bool | Callable[[TuneProgress], None] | None = None,
+    keep_first: bool = False,
 ) -> TunedComposite:
     """Choose an LRP composite and its parameters by measured faithfulness on held-out inputs.
 
@@ -240,6 +241,9 @@ def tune(
     progress
         ``True`` prints a line per candidate to stderr; a callable receives a
         :class:`TuneProgress` after each candidate.
+    keep_first
+        When the first candidate alone overruns the budget, keep it as the result (and stop)
+        instead of raising (``composite="auto"`` does, so that it always answers).
 
     Returns
     -------
@@ -297,7 +301,7 @@ def tune(
                 raise
             plan.dropped.add(candidate.composite)  # this composite does not apply to the model
             continue
-        if not results and budget is not None and result.seconds > budget:
+        if not results and budget is not None and result.seconds > budget and not keep_first:
             raise ConfigurationError(
                 f"budget {budget:g} s is too small for one candidate: {candidate.spec} took {result.seconds:.1f} s on "
                 f"{_count(data)} inputs; give a budget of at least {math.ceil(result.seconds * 2)} s or fewer inputs."
