@@ -151,6 +151,15 @@ def structural(layer: nn.Module, a: Tensor, r: Tensor, maxpool: str = "wta", eps
     raise TypeError(type(layer))
 
 
+def activations_of(net: nn.Sequential, x: Tensor) -> list[Tensor]:
+    """The input of every layer, and the network output last."""
+    activations = [x]
+    with torch.no_grad():
+        for layer in net:
+            activations.append(layer(activations[-1]))
+    return activations
+
+
 def reference_lrp(
     net: nn.Sequential,
     x: Tensor,
@@ -159,14 +168,22 @@ def reference_lrp(
     maxpool: str = "wta",
 ) -> Tensor:
     """Relevance of ``x`` for ``target``, starting from the logit (R = z_c at the top)."""
-    activations = [x]
-    with torch.no_grad():
-        for layer in net:
-            activations.append(layer(activations[-1]))
-    out = activations[-1]
+    out = activations_of(net, x)[-1]
     r = torch.zeros_like(out)
     idx = torch.arange(out.shape[0])
     r[idx, target] = out[idx, target]
+    return reference_lrp_from(net, x, r, spec_for, maxpool)
+
+
+def reference_lrp_from(
+    net: nn.Sequential,
+    x: Tensor,
+    r: Tensor,
+    spec_for: Callable[[int, nn.Module], tuple[Any, ...]],
+    maxpool: str = "wta",
+) -> Tensor:
+    """Relevance of ``x`` given the relevance ``r`` at the network output."""
+    activations = activations_of(net, x)
     for i in reversed(range(len(net))):
         layer, a = net[i], activations[i]
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
@@ -174,3 +191,59 @@ def reference_lrp(
         else:
             r = structural(layer, a, r, maxpool=maxpool)
     return r
+
+
+def bias_share(layer: nn.Module, a: Tensor, r: Tensor, spec: tuple[Any, ...]) -> Tensor:
+    """Per-sample relevance the bias of ``layer`` takes (LRP-ε and the sign-split rules γ, αβ).
+
+    Written from the rules' definitions: the bias is one more input ``a_0 = 1`` whose weight is
+    split by sign like any other (``b + γb⁺`` explaining positive outputs, ``b + γb⁻`` negative
+    ones; ``b⁺`` in the positive and ``b⁻`` in the negative αβ part).
+    """
+    w = layer.weight.detach()
+    b = layer.bias.detach()
+    ap, an = a.clamp(min=0), a.clamp(max=0)
+    shape = (1, -1) + (1,) * (r.dim() - 2)
+    if spec[0] == "epsilon":
+        z = forward_with(layer, a, w, b)
+        share = (divide(r, z) if spec[1] == 0 else r / stab(z, spec[1])) * b.view(shape)
+    elif spec[0] == "gamma":
+        gamma, eps = spec[1], spec[2]
+        y = forward_with(layer, a, w, b)
+        wa, wb = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
+        ba, bb = b + gamma * b.clamp(min=0), b + gamma * b.clamp(max=0)
+        zp = forward_with(layer, ap, wa, ba) + forward_with(layer, an, wb, None)
+        zn = forward_with(layer, ap, wb, bb) + forward_with(layer, an, wa, None)
+        sp = torch.where(y > 0, r / stab(zp, eps), torch.zeros_like(r))
+        sn = torch.where(y < 0, r / stab(zn, eps), torch.zeros_like(r))
+        share = sp * ba.view(shape) + sn * bb.view(shape)
+    elif spec[0] == "alpha-beta":
+        alpha, beta, eps = spec[1], spec[2], spec[3]
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        bp, bn = b.clamp(min=0), b.clamp(max=0)
+        z_pos = forward_with(layer, ap, wp, bp) + forward_with(layer, an, wn, None)
+        z_neg = forward_with(layer, ap, wn, bn) + forward_with(layer, an, wp, None)
+        share = alpha * r / stab(z_pos, eps) * bp.view(shape) - beta * r / stab(z_neg, eps) * bn.view(shape)
+    else:
+        raise ValueError(spec[0])
+    return share.reshape(share.shape[0], -1).sum(1)
+
+
+def reference_bias_shares(
+    net: nn.Sequential, x: Tensor, target: Tensor, spec_for: Callable[[int, nn.Module], tuple[Any, ...]]
+) -> dict[int, Tensor]:
+    """The bias share of every conv/dense layer (by index in ``net``) while propagating from the logit."""
+    activations = activations_of(net, x)
+    out = activations[-1]
+    r = torch.zeros_like(out)
+    idx = torch.arange(out.shape[0])
+    r[idx, target] = out[idx, target]
+    shares: dict[int, Tensor] = {}
+    for i in reversed(range(len(net))):
+        layer, a = net[i], activations[i]
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            shares[i] = bias_share(layer, a, r, spec_for(i, layer))
+            r = linear_rule(layer, a, r, spec_for(i, layer))
+        else:
+            r = structural(layer, a, r)
+    return shares

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -229,7 +230,9 @@ def test_pickled_model_file_and_factory_spec(
         assert np.load(tmp_path / record["relevance"]).shape == (1, 8, 8)
     code, _, err = run(["explain", str(digit_files[1]), "--model", "my_models:build", "--out", "rgb"], tmp_path)
     assert code == 2  # ImageNet defaults feed 3×224×224 to a one-channel 8×8 model
-    assert "error: the model failed on inputs of shape (1, 3, 224, 224)" in err and "Traceback" not in err
+    error = err.strip().splitlines()[-1]  # after the note on the grey-level picture
+    assert error.startswith("error: inputs of shape (1, 3, 224, 224) do not fit the model: its first layer")
+    assert error.endswith("; check --input-size, --mean and --std for this model") and "Traceback" not in err
 
 
 def test_demo_writes_the_contact_sheet(tmp_path: Path) -> None:
@@ -353,3 +356,302 @@ def test_compare_puts_methods_side_by_side(tmp_path: Path, digit_files: list[Pat
     # LRP-0 equals gradient × input, not the plain gradient: both columns are really computed
     record = two["inputs"][0]["methods"]
     assert abs(record["lrp:lrp-0"]["relevance_sum"] - record["gradient"]["relevance_sum"]) > 1e-3
+
+
+# -- hardening: names, folders, unusual values, OS errors, NaN, interrupts -------------------------
+
+
+def digit_image(index: int, size: int = 64) -> Image.Image:
+    pixels = (digits_test_set().images[index, 0].numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(255 - pixels, mode="L").resize((size, size), Image.Resampling.NEAREST)
+
+
+def library_relevance(path: Path) -> np.ndarray:
+    """The default explanation of an image file, computed with the library directly."""
+    import relprop
+    from relprop.models.loading import load_model
+
+    bundle = load_model("digits")
+    x = bundle.preprocess(Image.open(path).convert("RGB"))[None]
+    result = relprop.Explainer(bundle.model, "epsilon-gamma-box", low=bundle.low.view(-1), high=bundle.high.view(-1))
+    return result(x).relevance[0].numpy()
+
+
+def test_colliding_stems_extensions_folders_and_unicode_get_their_own_outputs(tmp_path: Path) -> None:
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "é"), unicodedata.normalize("NFD", "é")
+    files = {"a.png": 0, "a.jpg": 1, "a-2.png": 2, "sub/a.png": 3, f"{nfc}.png": 4, f"{nfd}.bmp": 5}
+    for name, index in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        image = digit_image(index)
+        image.save(tmp_path / name) if not name.endswith(".jpg") else image.save(tmp_path / name, quality=100)
+    code, out, err = run(["explain", *files, "--out", "out"], tmp_path)
+    assert code == 0, err
+    assert f"explained {len(files)} of {len(files)} inputs" in out
+    records = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"]
+    assert [r["file"] for r in records] == list(files)
+    heatmaps = [r["heatmap"] for r in records]
+    assert len({unicodedata.normalize("NFC", h).casefold() for h in heatmaps}) == len(files)  # six output sets
+    assert len(list((tmp_path / "out").glob("*_relevance.npy"))) == len(files)
+    for record in records:  # each record points at its own input's files
+        relevance = np.load(tmp_path / record["relevance"])
+        np.testing.assert_allclose(relevance, library_relevance(tmp_path / record["file"]), rtol=1e-4, atol=1e-6)
+        assert record["predicted"] == int(digits_test_set().labels[files[record["file"]]])
+    assert records[0]["heatmap"] == str(Path("out") / "a.png_heatmap.png")
+    assert records[2]["heatmap"] == str(Path("out") / "a-2_heatmap.png")
+    assert records[3]["heatmap"] == str(Path("out") / "sub_a.png_heatmap.png")
+
+
+def test_sub_folders_are_named_and_searched_with_recursive(tmp_path: Path) -> None:
+    (tmp_path / "scans" / "more").mkdir(parents=True)
+    (tmp_path / "empty" / "deeper").mkdir(parents=True)
+    digit_image(0).save(tmp_path / "scans" / "top.png")
+    digit_image(1).save(tmp_path / "scans" / "more" / "inner.png")
+    digit_image(2).save(tmp_path / "empty" / "deeper" / "only.png")
+    code, out, err = run(["explain", "scans", "--out", "flat"], tmp_path)
+    assert code == 0 and "explained 1 of 1 inputs" in out
+    assert (
+        "note: folder scans; its 1 sub-folder(s) (more) were not searched: pass --recursive to include them"
+        in err.splitlines()
+    )
+    code, out, err = run(["explain", "empty", "--out", "none"], tmp_path)
+    assert code == 1
+    assert err.startswith("error: folder empty contains no image files (.png, ")
+    assert "its 1 sub-folder(s) (deeper) were not searched: pass --recursive to include them" in err
+    code, out, err = run(["explain", "scans", "empty", "--recursive", "--out", "deep"], tmp_path)
+    assert code == 0 and "explained 3 of 3 inputs" in out and "note:" not in err
+    names = sorted(p.name for p in (tmp_path / "deep").glob("*_heatmap.png"))
+    assert names == ["inner_heatmap.png", "only_heatmap.png", "top_heatmap.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "os:system"], "error: model factory os:system needs arguments (command); --model takes a "
+         "function or class that builds the model without arguments."),
+        (["--model", "json:loads"], "error: model factory json:loads needs arguments (s); --model takes"),
+        (["--model", "broken_models:raising"], "error: model factory broken_models:raising failed "
+         "(ZeroDivisionError: division by zero); it must build the model without arguments."),
+        (["--target", "99999999999999999999"], "error: --target 99999999999999999999 is not a class index of any "
+         "model (at most 2,147,483,647)"),
+        (["--contrast", "-99999999999999999999"], "error: --contrast -99999999999999999999 is not a class index"),
+        (["--method", "gradient", "--composite", "gamma"], "error: --composite applies to method lrp, not to "
+         "'gradient'; drop it or use --method lrp"),
+        (["--method", "lrp:gamma", "--composite", "epsilon"], "error: --method lrp:gamma names composite 'gamma' "
+         "and --composite 'epsilon'; give one of them"),
+        (["--composite", "epsilon", "--low", "0"], "error: --low and --high set z^B bounds, which lrp:epsilon "
+         "does not use"),
+        (["--method", "gradient", "--high", "1"], "error: --low and --high set z^B bounds, which gradient does"),
+        (["--epsilon", "nan"], "error: Invalid value for '--epsilon': 'nan' is not a finite number (see "),
+        (["--gamma", "inf"], "error: Invalid value for '--gamma': 'inf' is not a finite number"),
+        (["--low", "nan"], "error: --low must be finite numbers, got 'nan'"),
+        (["--model", "resnet18", "--std", "0.2,0,0.2"], "error: --std must be positive finite numbers"),
+        (["--input-size", "100000"], "error: Invalid value for '--input-size': 100000 is not in the range"),
+        (["--out", "input.png/out"], "error: cannot write into the folder input.png/out (Not a directory); a part of "
+         "the path is a file, not a folder; choose another --out folder"),
+    ],
+)  # fmt: skip
+def test_unusual_values_and_unusable_paths_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    (tmp_path / "broken_models.py").write_text("def raising():\n    return 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digit_image(0).save(tmp_path / "input.png")
+    code, _, err = run(["explain", "input.png", *args], tmp_path)
+    assert code == 2
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_output_inside_proc_is_one_line(tmp_path: Path) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    digit_image(0).save(tmp_path / "input.png")
+    code, _, err = run(["explain", "input.png", "--out", "/proc/relprop-out"], tmp_path)
+    assert code == 2 and err.startswith("error: cannot write into the folder /proc/relprop-out (")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    digit_image(0).save(tmp_path / "input.png")
+    real_save = Image.Image.save
+
+    def save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        if "heatmap" in str(fp):
+            Path(str(fp)).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    code, _, err = run(["explain", "input.png", "--out", "out"], tmp_path)
+    assert code == 2
+    assert err.strip() == (
+        f"error: cannot write {Path('out') / 'input_heatmap.png'} (No space left on device); free some space or "
+        "choose another --out folder"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+NAN_MODELS = """
+import torch
+from torch import nn
+from relprop.models.digits import load_digits_model
+
+
+class NanForBlank(nn.Module):
+    '''The digits model, whose output is NaN for an all-black input (log 0 times 0).'''
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = load_digits_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        brightest = x.flatten(1).amax(1, keepdim=True)
+        return self.inner(x) + torch.log(brightest) * 0
+
+
+def nan_for_blank() -> nn.Module:
+    return NanForBlank().eval()
+"""
+
+
+def test_nan_is_an_error_per_input_never_a_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "nan_models.py").write_text(NAN_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
+    digit_image(3, size=8).save(tmp_path / "digit.png")
+    args = ["explain", "black.png", "digit.png", "--model", "nan_models:nan_for_blank", "--method", "gradient",
+            "--input-size", "8", "--mean", "0", "--std", "1", "--out", "out"]  # fmt: skip
+    code, out, err = run(args, tmp_path)
+    assert code == 1
+    assert "explained 1 of 2 inputs" in out
+    assert err.strip().splitlines() == [
+        "error: black.png: no explanation, because the model's output is nan at (0,) (and 9 more); check the "
+        "model's weights and how the input is preprocessed."
+    ]
+    records = {r["file"]: r for r in json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"]}
+    assert records["black.png"]["status"] == "error" and "nan" in records["black.png"]["error"]
+    assert (
+        records["digit.png"]["status"] == "ok"
+        and np.isfinite(np.load(tmp_path / records["digit.png"]["relevance"])).all()
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "digit_heatmap.png", "digit_relevance.npy", "summary.csv", "summary.json",
+    ]  # fmt: skip
+    json.loads((tmp_path / "out" / "summary.json").read_text(), parse_constant=pytest.fail)  # no NaN in the JSON
+
+
+SLOW_MODELS = """
+import time
+from pathlib import Path
+from typing import Any
+import torch
+from torch import nn
+from relprop.models.digits import load_digits_model
+
+
+class Slow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = load_digits_model()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.1)
+        return self.inner(x)
+
+
+def slow_start() -> nn.Module:
+    Path("started").write_text("loading")
+    time.sleep(60)
+    return load_digits_model()
+
+
+def slow_explanations() -> nn.Module:
+    return Slow().eval()
+"""
+
+
+def start_relprop(tmp_path: Path, args: list[str], module: str = "relprop.cli") -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(condition: Any, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_while_the_model_loads_exits_130_quietly(tmp_path: Path) -> None:
+    import signal
+
+    (tmp_path / "slow_models.py").write_text(SLOW_MODELS)
+    digit_image(0).save(tmp_path / "input.png")
+    proc = start_relprop(tmp_path, ["explain", "input.png", "--model", "slow_models:slow_start", "--out", "out"])
+    try:
+        wait_for(lambda: (tmp_path / "started").exists())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "interrupted\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("signum", "code", "line"), [("SIGINT", 130, "interrupted"),
+                                                      ("SIGTERM", 143, "terminated by SIGTERM")])  # fmt: skip
+def test_a_signal_while_writing_leaves_complete_files_and_no_temporary_ones(
+    tmp_path: Path, signum: str, code: int, line: str
+) -> None:
+    import signal
+
+    (tmp_path / "slow_models.py").write_text(SLOW_MODELS)
+    (tmp_path / "in").mkdir()
+    for i in range(40):
+        digit_image(i % 10).save(tmp_path / "in" / f"d{i:02}.png")
+    args = ["explain", "in", "--model", "slow_models:slow_explanations", "--input-size", "8", "--mean", "0",
+            "--std", "1", "--batch-size", "1", "--overlay", "--out", "out"]  # fmt: skip
+    proc = start_relprop(tmp_path, args)
+    try:
+        wait_for(lambda: len(list((tmp_path / "out").glob("*_overlay.png"))) >= 3)
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == line and "Traceback" not in err
+    written = sorted((tmp_path / "out").iterdir())
+    assert not [p for p in written if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert 3 <= len([p for p in written if p.name.endswith("_relevance.npy")]) < 40
+    for path in written:  # every file there is complete
+        if path.suffix == ".npy":
+            assert np.load(path).shape == (1, 8, 8)
+        else:
+            Image.open(path).load()
+
+
+def test_ctrl_c_while_python_imports_relprop_exits_130_quietly(tmp_path: Path) -> None:
+    """The console script starts in ``relprop_launcher``, before relprop and torch are imported: a Ctrl-C
+    during those imports (here: held in a stand-in for ``click``, which relprop.cli imports) is quiet too."""
+    import signal
+
+    (tmp_path / "click.py").write_text("import pathlib, time\npathlib.Path('importing').touch()\ntime.sleep(60)\n")
+    proc = start_relprop(tmp_path, ["explain", "input.png"], module="relprop_launcher")
+    try:
+        wait_for(lambda: (tmp_path / "importing").exists())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "interrupted\n"

@@ -123,11 +123,11 @@ def test_composite_rejects_non_rules_and_params_on_objects() -> None:
 
 
 def test_rule_parameters_are_validated() -> None:
-    with pytest.raises(relprop.ConfigurationError, match="alpha and beta must be >= 0"):
+    with pytest.raises(relprop.ConfigurationError, match=r"^AlphaBetaRule: alpha must be a finite number >= 0,"):
         rules.AlphaBetaRule(-1.0, -2.0)
-    with pytest.raises(relprop.ConfigurationError, match="gamma must be >= 0"):
+    with pytest.raises(relprop.ConfigurationError, match=r"^GammaRule: gamma must be a finite number >= 0, got -0.1"):
         rules.GammaRule(-0.1)
-    with pytest.raises(relprop.ConfigurationError, match="epsilon must be >= 0"):
+    with pytest.raises(relprop.ConfigurationError, match=r"^EpsilonRule: epsilon must be a finite number >= 0"):
         rules.EpsilonRule(-1.0)
     with pytest.raises(relprop.ConfigurationError, match="mode must be 'auto', 'uniform' or 'gate'"):
         rules.ProductRule("half")

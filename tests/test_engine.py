@@ -192,3 +192,33 @@ def test_ledger_off_gives_the_same_relevance(composite: str, name: str) -> None:
     without = relprop.explain(model, x, composite=composite, ledger=False)
     assert_close_relative(without.relevance, with_ledger.relevance, 1e-12)
     assert without.ledger.entries == []
+
+
+class BufferNet(torch.nn.Module):
+    """Weights held as buffers (as converted or quantised models do): no parameters at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w1", torch.randn(5, 3))
+        self.register_buffer("w2", torch.randn(2, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(x, self.w1)), self.w2)
+
+
+def test_inputs_follow_a_model_without_parameters_to_its_buffers_device() -> None:
+    """A device test that can fail without a GPU: the "meta" device stands in for an accelerator.
+
+    CPU inputs must be moved to the model's device, found from its buffers when it has no
+    parameters; recording a plan runs the model, which fails if the inputs stay on the CPU.
+    """
+    model = BufferNet().to("meta").eval()
+    x = torch.randn(2, 3)
+    plan = relprop.Explainer(model, "epsilon").plan(x)
+    assert [op.kind for op in plan.ops] == ["linear", "relu", "linear"]
+    from relprop.methods import _common
+
+    assert _common.prepare_inputs(model, x).device.type == "meta"
+    cpu = BufferNet().eval()
+    result = relprop.explain(cpu, x, composite="lrp-0")
+    assert result.relevance.device.type == "cpu" and result.ledger.closes(rtol=1e-5)

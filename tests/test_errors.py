@@ -142,5 +142,7 @@ def test_model_returning_a_dict_is_refused_clearly() -> None:
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             return {"scores": self.fc(x)}
 
-    with pytest.raises(relprop.ConfigurationError, match="the model returned dict"):
+    with pytest.raises(
+        relprop.ConfigurationError, match=r"the model returned a dict with keys 'scores' .*output='scores'"
+    ):
         relprop.explain(DictOut().eval(), torch.randn(1, 4))

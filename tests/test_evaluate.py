@@ -166,3 +166,62 @@ def test_cells_round_to_the_standard_error() -> None:
     assert format_cell(3e-9, 2e-10, 360) == "3.00e-09 ± 2.0e-10"
     assert format_cell(0.5, 0.0, 10) == "0.5"
     assert format_cell(float("nan"), float("nan"), 0) == "n/a"
+
+
+def test_reported_means_standard_errors_and_curves_match_the_metric_functions(tmp_path: Path) -> None:
+    """The numbers EVALUATION.md is made of: each CSV mean is the mean of the metric function's per-input
+    values, its SE is std/√n (not std/n), and the MoRF and LeRF curves are not swapped."""
+    import math
+
+    import numpy as np
+
+    from relprop import metrics
+
+    out = tmp_path / "report"
+    result = run(
+        "--methods", LRP, "--metrics", "positivity,selectivity,complexity", "--replacement", "zeros",
+        "--count", "6", "--batch-size", "4", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = {r["metric"]: r for r in csv.DictReader(io.StringIO((out / "results.csv").read_text()))}
+
+    model = load_digits_model()
+    images = digits_test_set().images[:6]
+    per_input: dict[str, list[torch.Tensor]] = {}
+    curves: dict[str, list[torch.Tensor]] = {"morf": [], "lerf": []}
+    for batch in (images[:4], images[4:]):  # the command's batches, so that every call is the same
+        target = metrics.predicted_class(model, batch)
+        relevance = relprop.explain(model, batch, target, composite="epsilon-gamma-box", low=0, high=1).relevance
+        flips = metrics.selectivity(model, batch, relevance, target, replacement="zeros")
+        for title, values in {
+            "negative share": metrics.negative_share(relevance),
+            "AOPC MoRF (zeros)": flips.morf.aopc,
+            "AOPC LeRF (zeros)": flips.lerf.aopc,
+            "ABPC (zeros)": flips.lerf.auc - flips.morf.auc,
+            "entropy": metrics.entropy(relevance),
+            "Gini": metrics.gini(relevance),
+        }.items():
+            per_input.setdefault(title, []).append(values)
+        curves["morf"].append(flips.morf.scores)
+        curves["lerf"].append(flips.lerf.scores)
+    assert set(per_input) == set(rows)
+    for title, chunks in per_input.items():
+        values = torch.cat(chunks).double().numpy()
+        assert len(values) == 6 and int(rows[title]["n"]) == 6
+        assert float(rows[title]["mean"]) == pytest.approx(values.mean(), rel=1e-8, abs=1e-12), title
+        assert float(rows[title]["se"]) == pytest.approx(values.std(ddof=1) / math.sqrt(6), rel=1e-8, abs=1e-12)
+    markdown = (out / "results.md").read_text()
+    for title in per_input:
+        row = rows[title]
+        assert format_cell(float(row["mean"]), float(row["se"]), 6) in markdown
+
+    library = evaluate_methods(
+        model, EvaluationData(images, digits_test_set().labels[:6]), [LRP], ["selectivity"],
+        EvaluationSettings(batch_size=4),
+    )  # fmt: skip
+    for order in ("morf", "lerf"):
+        expected = torch.cat(curves[order]).double().mean(0)
+        torch.testing.assert_close(library.curves[LRP][("zeros", order)], expected, rtol=1e-12, atol=1e-12)
+    morf, lerf = (library.curves[LRP][("zeros", o)] for o in ("morf", "lerf"))
+    assert morf[-1] == lerf[-1] and (lerf[1:-1] > morf[1:-1]).float().mean() > 0.9  # LeRF stays high: not swapped
+    np.testing.assert_allclose(library.fractions.numpy(), np.arange(65) / 64)

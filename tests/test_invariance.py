@@ -122,8 +122,10 @@ def test_model_is_unchanged_when_forward_raises_midway() -> None:
 
     model = Failing().eval()
     before = snapshot(model)
-    with pytest.raises(RuntimeError, match="boom inside forward"):
+    message = r"^the model failed on inputs of shape \(2, 3, 8, 8\) \(boom inside forward\)"
+    with pytest.raises(relprop.InputError, match=message) as info:
         relprop.explain(model, torch.randn(2, 3, 8, 8))
+    assert isinstance(info.value.__cause__, RuntimeError)  # the model's own error stays attached
     assert_unchanged(model, before)
 
 

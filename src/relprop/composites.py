@@ -15,7 +15,8 @@ on the upper convolutions, LRP-γ on the lower ones, z^B at the pixels).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,10 @@ import torch
 from torch import Tensor
 
 from . import match
+from . import params as _params
+from . import rules as _rules
 from .errors import ConfigurationError
+from .kinds import KINDS
 from .match import LayerInfo, Matcher
 from .rules import (
     AlphaBetaRule,
@@ -31,16 +35,12 @@ from .rules import (
     EpsilonRule,
     FlatRule,
     GammaRule,
-    GradientRule,
     LRP0Rule,
     NormalizationRule,
-    NormRule,
-    PassRule,
     ProductRule,
     Rule,
     SoftmaxRule,
     StopRule,
-    WinnerTakesAllRule,
     ZBoxRule,
     ZPlusRule,
 )
@@ -58,16 +58,19 @@ Entry = tuple[Any, Rule]
 
 
 def default_rules(stabilizer: float = 1e-6) -> list[tuple[Matcher, Rule]]:
-    """The structural defaults used after a composite's own entries."""
-    return [
-        (match.kind("relu", "activation"), PassRule(stabilizer)),
-        (match.kind("add", "avgpool", "batchnorm"), NormRule(stabilizer)),
-        (match.kind("maxpool"), WinnerTakesAllRule()),
-        (match.kind("mul", "matmul"), ProductRule()),
-        (match.kind("layer"), LRP0Rule()),
-        # Constant parts merged into a signal (a class token): exact routing, the ledger shows their share.
-        (match.kind("merge"), GradientRule()),
-    ]
+    """The structural defaults used after a composite's own entries: each kind's default rule.
+
+    The defaults are declared with the kinds (:mod:`relprop.kinds`): pass-through for activations,
+    proportional sums for residual additions, average pooling and unmerged batch norm,
+    winner-takes-all max pooling, the product rule for products of two signals, LRP-0 for
+    parametric layers, the gradient for constants merged into a signal (a class token). Rules with a
+    stabiliser get ``stabilizer``.
+    """
+    by_rule: dict[str, list[str]] = {}
+    for kind in KINDS:
+        if kind.ruled and kind.default_rule is not None:
+            by_rule.setdefault(kind.default_rule, []).append(kind.name)
+    return [(match.kind(*kinds), _rules.create(name, stabilizer=stabilizer)) for name, kinds in by_rule.items()]
 
 
 class Composite:
@@ -85,8 +88,9 @@ class Composite:
     """
 
     def __init__(self, entries: Iterable[Entry] = (), name: str = "custom", stabilizer: float = 1e-6) -> None:
+        _params.check(f"composite {name!r}", {"stabilizer": stabilizer}, {"stabilizer": _params.NON_NEGATIVE})
         self.entries: list[tuple[Matcher, Rule]] = []
-        for spec, rule in entries:
+        for spec, rule in _pairs(entries):
             if not isinstance(rule, Rule):
                 raise ConfigurationError(
                     f"composite entry for {spec!r} has {rule!r}, which is not a relprop rule; pass an "
@@ -98,7 +102,7 @@ class Composite:
 
     def prepend(self, entries: Iterable[Entry]) -> Composite:
         """Return a copy whose entries are ``entries`` followed by this composite's (user first)."""
-        new = Composite(list(entries), name=self.name)
+        new = Composite(entries, name=self.name)
         new.entries.extend(self.entries)
         new.defaults = self.defaults
         return new
@@ -116,6 +120,31 @@ class Composite:
     def __repr__(self) -> str:
         inner = ", ".join(f"({m.description}, {r!r})" for m, r in self.entries)
         return f"Composite(name={self.name!r}, entries=[{inner}])"
+
+
+def _pairs(entries: Any) -> list[tuple[Any, Any]]:
+    """``entries`` as a list of ``(matcher, rule)`` pairs, or a one-sentence error saying how to write them."""
+    example = "rules=[('features.0', relprop.rules.FlatRule())]"
+    if isinstance(entries, Mapping):
+        raise ConfigurationError(
+            f"rules must be a list of (matcher, rule) pairs, got a {type(entries).__name__}; pass "
+            f"list(rules.items()) or write {example}."
+        )
+    if isinstance(entries, (str, bytes, Rule)) or not isinstance(entries, Iterable):
+        raise ConfigurationError(f"rules must be a list of (matcher, rule) pairs, got {entries!r}; write {example}.")
+    items = list(entries)
+    if len(items) == 2 and isinstance(items[1], Rule) and not isinstance(items[0], (tuple, list)):
+        raise ConfigurationError(
+            f"rules must be a list of (matcher, rule) pairs, got one pair {tuple(items)!r} not in a list; wrap it: "
+            f"rules=[{tuple(items)!r}]."
+        )
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ConfigurationError(
+                f"rules must be a list of (matcher, rule) pairs, but holds {item!r}; write each entry as "
+                f"(matcher, rule), e.g. {example}."
+            )
+    return [(item[0], item[1]) for item in items]
 
 
 def bounds_from_normalization(
@@ -143,17 +172,24 @@ def bounds_from_normalization(
 class _NamedComposite:
     factory: Callable[..., Composite]
     description: str
-    params: tuple[str, ...]
+    ranges: dict[str, _params.Spec]
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The factory's parameters, in signature order."""
+        return tuple(inspect.signature(self.factory).parameters)
 
 
 _REGISTRY: dict[str, _NamedComposite] = {}
 
 
 def _register(
-    name: str, description: str, params: tuple[str, ...]
+    name: str, description: str, **ranges: _params.Spec
 ) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+    """Register a composite factory; ``ranges`` replace :data:`relprop.params.RANGES` entries for it."""
+
     def decorator(factory: Callable[..., Composite]) -> Callable[..., Composite]:
-        _REGISTRY[name] = _NamedComposite(factory, description, params)
+        _REGISTRY[name] = _NamedComposite(factory, description, ranges)
         return factory
 
     return decorator
@@ -164,43 +200,38 @@ _dense = match.kind("dense")
 _layer = match.kind("layer")
 
 
-@_register("lrp-0", "LRP-0 everywhere (equals Gradient×Input)", ("stabilizer",))
+# Where every rule the stabiliser reaches is LRP-ε-like (0 = the gradient), a zero stabiliser is safe.
+@_register("lrp-0", "LRP-0 everywhere (equals Gradient×Input)", stabilizer=_params.NON_NEGATIVE)
 def _lrp0(stabilizer: float = 0.0) -> Composite:
     return Composite([(_layer, LRP0Rule())], name="lrp-0", stabilizer=stabilizer)
 
 
-@_register("epsilon", "LRP-ε on every layer", ("epsilon", "stabilizer"))
+@_register("epsilon", "LRP-ε on every layer", stabilizer=_params.NON_NEGATIVE)
 def _epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, EpsilonRule(epsilon))], name="epsilon", stabilizer=stabilizer)
 
 
-@_register("gamma", "LRP-γ on every layer", ("gamma", "stabilizer"))
+@_register("gamma", "LRP-γ on every layer")
 def _gamma(gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, GammaRule(gamma, stabilizer))], name="gamma", stabilizer=stabilizer)
 
 
-@_register("alpha1-beta0", "LRP-α1β0 (z⁺) on every layer", ("stabilizer",))
+@_register("alpha1-beta0", "LRP-α1β0 (z⁺) on every layer")
 def _a1b0(stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, AlphaBetaRule(1.0, 0.0, stabilizer))], name="alpha1-beta0", stabilizer=stabilizer)
 
 
-@_register("alpha2-beta1", "LRP-α2β1 on every layer", ("stabilizer",))
+@_register("alpha2-beta1", "LRP-α2β1 on every layer")
 def _a2b1(stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, AlphaBetaRule(2.0, 1.0, stabilizer))], name="alpha2-beta1", stabilizer=stabilizer)
 
 
-@_register(
-    "alpha-beta", "LRP-αβ on every layer with your alpha and beta (alpha = beta + 1)", ("alpha", "beta", "stabilizer")
-)
+@_register("alpha-beta", "LRP-αβ on every layer with your alpha and beta (alpha = beta + 1)")
 def _alpha_beta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> Composite:
     return Composite([(_layer, AlphaBetaRule(alpha, beta, stabilizer))], name="alpha-beta", stabilizer=stabilizer)
 
 
-@_register(
-    "epsilon-gamma-box",
-    "z^B on the first layer, LRP-γ on convolutions, LRP-ε on dense layers",
-    ("epsilon", "gamma", "low", "high", "stabilizer"),
-)
+@_register("epsilon-gamma-box", "z^B on the first layer, LRP-γ on convolutions, LRP-ε on dense layers")
 def _epsilon_gamma_box(
     epsilon: float = 1e-6,
     gamma: float = 0.25,
@@ -219,11 +250,7 @@ def _epsilon_gamma_box(
     )
 
 
-@_register(
-    "epsilon-plus-flat",
-    "flat on the first layer, z⁺ on convolutions, LRP-ε on dense layers",
-    ("epsilon", "stabilizer"),
-)
+@_register("epsilon-plus-flat", "flat on the first layer, z⁺ on convolutions, LRP-ε on dense layers")
 def _epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     return Composite(
         [
@@ -236,11 +263,7 @@ def _epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Compo
     )
 
 
-@_register(
-    "epsilon-alpha2-beta1",
-    "LRP-α2β1 on convolutions (the first one included), LRP-ε on dense layers",
-    ("epsilon", "stabilizer"),
-)
+@_register("epsilon-alpha2-beta1", "LRP-α2β1 on convolutions (the first one included), LRP-ε on dense layers")
 def _epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     return Composite(
         [
@@ -252,11 +275,7 @@ def _epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Co
     )
 
 
-@_register(
-    "epsilon-alpha2-beta1-flat",
-    "flat on the first layer, LRP-α2β1 on convolutions, LRP-ε on dense layers",
-    ("epsilon", "stabilizer"),
-)
+@_register("epsilon-alpha2-beta1-flat", "flat on the first layer, LRP-α2β1 on convolutions, LRP-ε on dense layers")
 def _epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     return Composite(
         [
@@ -273,7 +292,6 @@ def _epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) 
     "montavon",
     "Montavon et al.'s VGG-16 recipe: z^B at the input, LRP-γ on the lower convolutions, "
     "LRP-ε on the upper convolutions, LRP-0 on the dense layers",
-    ("epsilon", "gamma", "low", "high", "split", "stabilizer"),
 )
 def _montavon(
     epsilon: float = 0.25,
@@ -308,7 +326,7 @@ def _transformer_entries(epsilon: float, gamma: float | None, stabilizer: float)
     "attnlrp",
     "AttnLRP (Achtibat et al. 2024) for transformers: LRP-ε on dense layers, the uniform rule on products of two "
     "signals (q·kᵀ, attention·v, gates), softmax by its Taylor decomposition, identity rule on normalisations",
-    ("epsilon", "gamma", "stabilizer"),
+    stabilizer=_params.NON_NEGATIVE,  # reaches LRP-ε-like defaults only (and γ, which checks its own, if given)
 )
 def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(
@@ -327,7 +345,7 @@ def _attnlrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: floa
     "cp-lrp",
     "CP-LRP (Ali et al. 2022) for transformers: attention weights held constant, identity rule on normalisations, "
     "LRP-ε on dense layers",
-    ("epsilon", "gamma", "stabilizer"),
+    stabilizer=_params.NON_NEGATIVE,
 )
 def _cp_lrp(epsilon: float = 1e-6, gamma: float | None = None, stabilizer: float = 1e-6) -> Composite:
     return Composite(
@@ -366,4 +384,7 @@ def get(name: str, **params: Any) -> Composite:
         raise ConfigurationError(
             f"composite {name!r} does not take {', '.join(unknown)}; its parameters are {', '.join(named.params)}."
         )
+    bound = inspect.signature(named.factory).bind(**given)
+    bound.apply_defaults()  # relations (alpha = beta + 1) see the defaults too
+    _params.check(f"composite {name!r}", {k: v for k, v in bound.arguments.items() if v is not None}, named.ranges)
     return named.factory(**given)

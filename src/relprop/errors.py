@@ -27,8 +27,28 @@ class ModelStateError(RelpropError, RuntimeError):
     """The model is in a state that cannot be explained (e.g. training mode with batch statistics)."""
 
 
+class UnsupportedEstimatorError(RelpropError, TypeError):
+    """A model that is not a torch module (a scikit-learn estimator) has no exact network rewrite in relprop.neon."""
+
+
 class GraphChangedError(RelpropError, RuntimeError):
     """The operations a model executes differ from those recorded when the explainer was prepared."""
+
+
+class NonFiniteError(RelpropError, ArithmeticError):
+    """The inputs or a result hold NaN or Inf (model output, explained score or relevance): never a success."""
+
+
+class InputError(ConfigurationError):
+    """The inputs do not fit the model: not a floating-point batch, or a shape or dtype its layers cannot take."""
+
+
+class RelpropWarning(UserWarning):
+    """Something relprop did for you that you should know about (e.g. inputs converted to the model's dtype)."""
+
+
+class StoreError(RelpropError, RuntimeError):
+    """A relevance store cannot be created, written or read as asked (busy, other settings, read-only, full)."""
 
 
 def first_line(exc: BaseException) -> str:

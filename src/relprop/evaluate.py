@@ -38,12 +38,14 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
-from .clitools import UserError, write_atomic
-from .engine import _model_device
-from .engine import explain as _explain
+from .api import explain as _explain
+from .clitools import UserError, prepare_output_folder, refuse_overwrite, write_atomic
+from .engine import model_device
 from .errors import ConfigurationError, RelpropError
 from .explanation import Explanation
 from .ledger import Ledger
+from .metrics import families
+from .metrics.families import DATASET_MEAN, EvaluationSettings, Measurement, MetricBatch, MetricColumn
 from .targets import initial_relevance
 
 __all__ = [
@@ -63,44 +65,20 @@ __all__ = [
     "split_method_specs",
 ]
 
-#: Metric families, in table order.
-METRICS = (
-    "conservation",
-    "positivity",
-    "continuity",
-    "selectivity",
-    "localisation",
-    "randomisation",
-    "complexity",
-)
+#: The built-in metric families, in table order (:mod:`relprop.metrics.families` registers them;
+#: families registered later are accepted too).
+METRICS = tuple(families.names())
 RANDOM_BASELINE = "random"
-#: Replacement and parameter value meaning "the data's reference input": ``EvaluationData.reference``
-#: (e.g. the training set's per-feature mean), else the mean of the evaluated inputs. As a method
-#: parameter it is accepted for ``baseline`` (Integrated Gradients), ``reference`` (DeepLIFT) and
-#: ``value`` (occlusion): ``integrated-gradients:baseline=dataset-mean``.
-DATASET_MEAN = "dataset-mean"
-#: Every replacement ``relprop evaluate`` accepts: those of :data:`relprop.metrics.REPLACEMENTS` and ``dataset-mean``.
+#: Every replacement ``relprop evaluate`` accepts: those of :data:`relprop.metrics.REPLACEMENTS` and
+#: ``dataset-mean`` (:data:`relprop.metrics.families.DATASET_MEAN`: the data's reference input). As a method
+#: parameter ``dataset-mean`` is accepted for ``baseline`` (Integrated Gradients), ``reference`` (DeepLIFT,
+#: reference-aware LRP) and ``value`` (occlusion): ``integrated-gradients:baseline=dataset-mean``.
 REPLACEMENT_NAMES = (*M.REPLACEMENTS, DATASET_MEAN)
 _REFERENCE_PARAMETERS = ("baseline", "reference", "value")
 
 
 # ----------------------------------------------------------------------------------------------
 # Methods by name
-
-
-def _parse_value(text: str) -> Any:
-    """``"0.25"`` → 0.25, ``"20"`` → 20, ``"true"`` → True, anything else stays a string."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
 
 
 def resolve_method(spec: str) -> tuple[str, dict[str, Any]]:
@@ -274,86 +252,6 @@ def load_data(spec: str) -> EvaluationData:
 # Evaluation
 
 
-@dataclass(frozen=True)
-class MetricColumn:
-    """One reported number: its family, column title and whether higher is better."""
-
-    family: str
-    title: str
-    higher_is_better: bool | None
-
-    @property
-    def arrow(self) -> str:
-        """``↑`` (higher is better), ``↓`` (lower is better) or nothing (informational)."""
-        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
-
-    @property
-    def better(self) -> str:
-        return {True: "higher", False: "lower", None: "-"}[self.higher_is_better]
-
-
-@dataclass
-class EvaluationSettings:
-    """Options of the metrics (see :mod:`relprop.metrics` for their meaning).
-
-    Attributes
-    ----------
-    target
-        ``"predicted"`` (explain the model's decision), ``"label"`` or a class index.
-    replacements
-        Replacements for pixel flipping; each gives its own AOPC/ABPC columns and curves.
-    patch_size, regions_per_step, score
-        Pixel-flipping options (``score``: ``"logit"`` or ``"probability"``).
-    noise_samples, sigma, bounds
-        Continuity: perturbations per input, their standard deviation, and the data range
-        perturbed inputs are clamped to (``None``: no clamping).
-    mass_mode
-        Relevance mass accuracy on ``"positive"``, ``"absolute"`` or ``"signed"`` relevance.
-    batch_size
-        Inputs per explanation call.
-    seed
-        Seeds the noise (continuity, uniform replacement, the random baseline) and the randomisation.
-    """
-
-    target: str | int = "predicted"
-    replacements: tuple[str, ...] = ("zeros",)
-    patch_size: int = 1
-    regions_per_step: int = 1
-    score: str = "logit"
-    noise_samples: int = 10
-    sigma: float = 0.05
-    bounds: tuple[float, float] | None = None
-    mass_mode: str = "positive"
-    batch_size: int = 128
-    seed: int = 0
-
-
-def columns_for(family: str, settings: EvaluationSettings) -> list[MetricColumn]:
-    """The columns a metric family reports."""
-    if family == "conservation":
-        return [MetricColumn(family, "conservation error", False), MetricColumn(family, "bias share", None)]
-    if family == "positivity":
-        return [MetricColumn(family, "negative share", False)]
-    if family == "continuity":
-        return [MetricColumn(family, "local Lipschitz", False), MetricColumn(family, "correlation", True)]
-    if family == "selectivity":
-        columns = []
-        for r in settings.replacements:
-            columns += [
-                MetricColumn(family, f"AOPC MoRF ({r})", True),
-                MetricColumn(family, f"AOPC LeRF ({r})", False),
-                MetricColumn(family, f"ABPC ({r})", True),
-            ]
-        return columns
-    if family == "localisation":
-        return [MetricColumn(family, "mass accuracy", True), MetricColumn(family, "rank accuracy", True)]
-    if family == "randomisation":
-        return [MetricColumn(family, "Spearman random model", False), MetricColumn(family, "SSIM random model", False)]
-    if family == "complexity":
-        return [MetricColumn(family, "entropy", False), MetricColumn(family, "Gini", True)]
-    raise ConfigurationError(f"unknown metric {family!r}; choose from {', '.join(METRICS)}.")
-
-
 @dataclass
 class EvaluationResult:
     """Per-input values of every method × metric column, with the curves behind them.
@@ -438,7 +336,8 @@ def evaluate_methods(
     methods
         Method specs (``"lrp:epsilon-gamma-box,low=0,high=1"``, ``"gradient"``, ``"random"`` …).
     metrics
-        Families from :data:`METRICS`; ``"localisation"`` needs ``data.masks``.
+        Family names (:data:`METRICS`, or any registered in :mod:`relprop.metrics.families`);
+        ``"localisation"`` needs ``data.masks``.
     settings
         Metric options.
     progress
@@ -450,39 +349,21 @@ def evaluate_methods(
     EvaluationResult
     """
     settings = settings or EvaluationSettings()
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ConfigurationError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}.")
-    if "localisation" in metrics and data.masks is None:
-        raise ConfigurationError(
-            f"metric 'localisation' needs ground-truth masks, and data {data.name!r} has none; drop it from --metrics "
-            "or pass data with masks."
-        )
-    if not methods:
-        raise ConfigurationError("no methods to evaluate; pass at least one, e.g. --methods lrp:epsilon-gamma-box.")
-    families = [m for m in METRICS if m in metrics]
-    columns = [c for family in families for c in columns_for(family, settings)]
-    device = _model_device(model) or torch.device("cpu")
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    chosen = _chosen_families(metrics, data, methods)
+    columns = [c for family in chosen for c in family.columns(settings)]
+    device = model_device(model) or torch.device("cpu")
     reference = data.reference_input().to(device)
     calls = {spec: _explanation_call(spec, settings.seed, reference) for spec in methods}
-    # Fail on a wrong name or parameter before any long computation.
-    probe = data.images[:2].to(device)
-    for call in calls.values():
-        call(model, probe, M.predicted_class(model, probe))
+    _probe(model, data, calls, device)
 
     result = EvaluationResult(list(methods), columns, n_inputs=len(data.images))
-    state = {spec: _MethodState(columns, settings.seed) for spec in methods}
+    states = {spec: _MethodState(columns, settings.seed) for spec in methods}
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     n = len(data.images)
     for start in range(0, n, settings.batch_size):
         stop = min(n, start + settings.batch_size)
         x = data.images[start:stop].to(device)
-        if settings.target == "predicted":
-            target = M.predicted_class(model, x)
-        elif settings.target == "label":
-            target = data.labels[start:stop].to(device)
-        else:
-            target = torch.full((len(x),), int(settings.target), dtype=torch.long, device=device)
+        target = _batch_target(model, data, settings.target, start, stop, x)
         masks = None if data.masks is None else data.masks[start:stop].to(device)
         for spec, call in calls.items():
             where = f"{spec} (inputs {start + 1}-{stop} of {n})"
@@ -493,19 +374,57 @@ def evaluate_methods(
 
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(settings.seed + start)
-                _evaluate_batch(model, call, x, target, masks, families, settings, state[spec], result, step, reference)
+                _evaluate_batch(model, call, x, target, masks, chosen, settings, states[spec], step, reference)
 
     for spec in methods:
-        result.values[spec] = {title: _concat(chunks) for title, chunks in state[spec].values.items()}
-        result.curves[spec] = {key: total / n for key, total in state[spec].curve_sums.items()}
-        stages = state[spec].randomisation
-        if stages:
-            result.randomisation[spec] = {
-                "layers": stages["layers"],
-                "spearman": torch.cat(stages["spearman"], 1).nanmean(1),
-                "ssim": torch.cat(stages["ssim"], 1).nanmean(1),
-            }
-    result.description = {
+        states[spec].finish(result, spec, n)
+    result.description = _description(data, settings, n)
+    return result
+
+
+def _chosen_families(
+    metrics: Sequence[str], data: EvaluationData, methods: Sequence[str]
+) -> list[families.MetricFamily]:
+    """The registered families asked for, in report order; refuse unknown names, missing masks, no methods."""
+    for name in metrics:
+        families.get(name)  # names the valid ones
+    needing = [name for name in metrics if families.get(name).needs_masks]
+    if needing and data.masks is None:
+        raise ConfigurationError(
+            f"metric {needing[0]!r} needs ground-truth masks, and data {data.name!r} has none; drop it from --metrics "
+            "or pass data with masks."
+        )
+    if not methods:
+        raise ConfigurationError("no methods to evaluate; pass at least one, e.g. --methods lrp:epsilon-gamma-box.")
+    return [families.get(name) for name in families.names() if name in metrics]
+
+
+def _probe(
+    model: nn.Module,
+    data: EvaluationData,
+    calls: dict[str, Callable[[nn.Module, Tensor, Tensor], Explanation]],
+    device: torch.device,
+) -> None:
+    """Fail on a wrong method name or parameter before any long computation."""
+    probe = data.images[:2].to(device)
+    for call in calls.values():
+        call(model, probe, M.predicted_class(model, probe))
+
+
+def _batch_target(
+    model: nn.Module, data: EvaluationData, choice: str | int, start: int, stop: int, inputs: Tensor
+) -> Tensor:
+    """The classes explained for inputs ``start:stop``: predicted, labelled, or one fixed class."""
+    if choice == "predicted":
+        return M.predicted_class(model, inputs)
+    if choice == "label":
+        return data.labels[start:stop].to(inputs.device)
+    return torch.full((len(inputs),), int(choice), dtype=torch.long, device=inputs.device)
+
+
+def _description(data: EvaluationData, settings: EvaluationSettings, n: int) -> dict[str, str]:
+    """The settings as the report's bullet list."""
+    return {
         "inputs": f"{n} from {data.name}",
         "target": str(settings.target),
         "pixel flipping": (
@@ -518,7 +437,6 @@ def evaluate_methods(
         "localisation": f"relevance mass on {settings.mass_mode} relevance",
         "seed": str(settings.seed),
     }
-    return result
 
 
 class _MethodState:
@@ -527,9 +445,39 @@ class _MethodState:
     def __init__(self, columns: Sequence[MetricColumn], seed: int) -> None:
         self.values: dict[str, list[Tensor]] = {c.title: [] for c in columns}
         self.curve_sums: dict[tuple[str, str], Tensor] = {}
+        self.fractions: Tensor | None = None
         self.randomisation: dict[str, Any] = {}
         # The same noise for every method: each has its own generator with the same seed.
         self.generator = torch.Generator().manual_seed(seed)
+
+    def add(self, measured: Measurement) -> None:
+        """Keep one family's per-input values; sum its curves; keep its randomisation stages."""
+        for title, values in measured.values.items():
+            self.values[title].append(values)
+        for key, curve in measured.curves.items():
+            total = curve.scores.double().sum(0).cpu()
+            previous = self.curve_sums.get(key)
+            self.curve_sums[key] = total if previous is None else previous + total
+            self.fractions = curve.fractions
+        rnd = measured.randomisation
+        if rnd is not None:
+            self.randomisation.setdefault("layers", rnd.layers)
+            for name in ("spearman", "ssim"):
+                self.randomisation.setdefault(name, []).append(rnd.similarity[name].cpu())
+
+    def finish(self, result: EvaluationResult, spec: str, n: int) -> None:
+        """Write the method's per-input values, mean curves and mean randomisation stages into ``result``."""
+        result.values[spec] = {title: _concat(chunks) for title, chunks in self.values.items()}
+        result.curves[spec] = {key: total / n for key, total in self.curve_sums.items()}
+        if self.fractions is not None:
+            result.fractions = self.fractions
+        stages = self.randomisation
+        if stages:
+            result.randomisation[spec] = {
+                "layers": stages["layers"],
+                "spearman": torch.cat(stages["spearman"], 1).nanmean(1),
+                "ssim": torch.cat(stages["ssim"], 1).nanmean(1),
+            }
 
 
 def _evaluate_batch(
@@ -538,80 +486,23 @@ def _evaluate_batch(
     x: Tensor,
     target: Tensor,
     masks: Tensor | None,
-    families: Sequence[str],
+    chosen: Sequence[families.MetricFamily],
     settings: EvaluationSettings,
     state: _MethodState,
-    result: EvaluationResult,
     step: Callable[[str], None],
     reference: Tensor | None = None,
 ) -> None:
+    """Explain one batch with one method and measure it with every chosen family."""
+
     def explain_fn(m: nn.Module, inputs: Tensor, t: Tensor) -> Tensor:
         return call(m, inputs, t).relevance
 
     explanation = call(model, x, target)
-    relevance = explanation.relevance.detach()
-    values = state.values
     step("explained")
-    for family in families:
-        if family == "conservation":
-            values["conservation error"].append(M.conservation_error(relevance, explanation.score))
-            bias = M.ledger_shares(explanation.ledger)["bias"]
-            # Without per-layer entries (methods other than LRP) the ledger books no bias share.
-            values["bias share"].append(bias if explanation.ledger.entries else torch.full_like(bias, math.nan))
-        elif family == "positivity":
-            values["negative share"].append(M.negative_share(relevance))
-        elif family == "continuity":
-            c = M.continuity(
-                model,
-                explain_fn,
-                x,
-                target,
-                n_samples=settings.noise_samples,
-                sigma=settings.sigma,
-                bounds=settings.bounds,
-                relevance=relevance,
-                generator=state.generator,
-            )
-            values["local Lipschitz"].append(c.lipschitz)
-            values["correlation"].append(c.correlation)
-        elif family == "selectivity":
-            for r in settings.replacements:
-                s = M.selectivity(
-                    model,
-                    x,
-                    relevance,
-                    target,
-                    patch_size=settings.patch_size,
-                    regions_per_step=settings.regions_per_step,
-                    replacement=reference if r == DATASET_MEAN and reference is not None else r,
-                    score=settings.score,
-                    low=None if settings.bounds is None else settings.bounds[0],
-                    high=None if settings.bounds is None else settings.bounds[1],
-                    generator=state.generator,
-                )
-                values[f"AOPC MoRF ({r})"].append(s.aopc_morf)
-                values[f"AOPC LeRF ({r})"].append(s.aopc_lerf)
-                values[f"ABPC ({r})"].append(s.abpc)
-                for order, curve in (("morf", s.morf), ("lerf", s.lerf)):
-                    total = curve.scores.double().sum(0).cpu()
-                    previous = state.curve_sums.get((r, order))
-                    state.curve_sums[(r, order)] = total if previous is None else previous + total
-                    result.fractions = curve.fractions
-        elif family == "localisation":
-            assert masks is not None
-            values["mass accuracy"].append(M.relevance_mass_accuracy(relevance, masks, settings.mass_mode))
-            values["rank accuracy"].append(M.relevance_rank_accuracy(relevance, masks))
-        elif family == "randomisation":
-            rnd = M.cascading_randomisation(model, explain_fn, x, target, seed=settings.seed, relevance=relevance)
-            values["Spearman random model"].append(rnd.final("spearman"))
-            values["SSIM random model"].append(rnd.final("ssim"))
-            state.randomisation.setdefault("layers", rnd.layers)
-            state.randomisation.setdefault("spearman", []).append(rnd.similarity["spearman"].cpu())
-            state.randomisation.setdefault("ssim", []).append(rnd.similarity["ssim"].cpu())
-        elif family == "complexity":
-            values["entropy"].append(M.entropy(relevance))
-            values["Gini"].append(M.gini(relevance))
-        step(family)
+    batch = MetricBatch(model, x, target, masks, explanation, explain_fn, settings, state.generator, reference)
+    for family in chosen:
+        state.add(family.measure(batch))
+        step(family.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -732,7 +623,7 @@ def write_report(
     ConfigurationError
         If a file exists and ``force`` is false (nothing is written then).
     """
-    outputs: list[tuple[Path, Callable[[Path], None]]] = [
+    outputs: list[tuple[Path, Callable[[Path], object]]] = [
         (out_dir / "results.csv", lambda p: p.write_text(to_csv(result), encoding="utf-8")),
         (out_dir / "results.md", lambda p: p.write_text(to_markdown(result, title, command), encoding="utf-8")),
     ]
@@ -873,23 +764,12 @@ def evaluate(
     force: bool,
 ) -> None:
     """Measure explanation quality: every method × every metric, mean ± standard error."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
     try:
         torch.manual_seed(seed)
         methods = split_method_specs(method_values)
-        replacements = tuple(_split(replacement_values))
-        unknown = [r for r in replacements if r not in REPLACEMENT_NAMES]
-        if unknown:
-            raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(REPLACEMENT_NAMES)}.")
-        model = load_model(model_spec)
-        data = load_data(data_spec).head(count)
-        chosen = _split(metric_values) or [m for m in METRICS if m != "localisation" or data.masks is not None]
         settings = EvaluationSettings(
             target=_target(target_value),
-            replacements=replacements,
+            replacements=_replacements(replacement_values),
             patch_size=patch_size,
             regions_per_step=regions_per_step,
             score=score,
@@ -899,34 +779,55 @@ def evaluate(
             batch_size=batch_size,
             seed=seed,
         )
-        outputs = [out_dir / "results.csv", out_dir / "results.md"]
-        existing = [p for p in outputs if p.exists()]
-        if existing and not force:
-            raise UserError(
-                f"{existing[0]} already exists; pass --force to overwrite it or choose another --out folder."
-            )
-        families = [m for m in METRICS if m in chosen]
-        batches = math.ceil(len(data.images) / batch_size)
-        console = Console(stderr=True)
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as bar:
-            task = bar.add_task("evaluating", total=batches * len(methods) * (len(families) + 1))
-
-            def advance(description: str) -> None:
-                bar.update(task, advance=1, description=description[:60])
-
-            result = evaluate_methods(model, data, methods, chosen, settings, progress=advance)
-            bar.update(task, completed=batches * len(methods) * (len(families) + 1), description="done")
+        model = load_model(model_spec)
+        data = load_data(data_spec).head(count)
+        chosen = _split(metric_values) or [
+            name for name in families.names() if data.masks is not None or not families.get(name).needs_masks
+        ]
+        refuse_overwrite([out_dir / "results.csv", out_dir / "results.md"], force)
+        prepare_output_folder(out_dir)  # a folder that cannot be written fails now, not after the evaluation
+        result = _evaluate_with_progress(model, data, methods, chosen, settings)
         command = _command_line(click.get_current_context())
         written = write_report(result, out_dir, force=force, title=title, command=command)
     except RelpropError as exc:
         raise UserError(str(exc)) from None
+    _print_table(result, title)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _replacements(values: Sequence[str]) -> tuple[str, ...]:
+    replacements = tuple(_split(values))
+    unknown = [r for r in replacements if r not in REPLACEMENT_NAMES]
+    if unknown:
+        raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(REPLACEMENT_NAMES)}.")
+    return replacements
+
+
+def _evaluate_with_progress(
+    model: nn.Module, data: EvaluationData, methods: list[str], chosen: list[str], settings: EvaluationSettings
+) -> EvaluationResult:
+    """:func:`evaluate_methods` with a progress bar on stderr (one step per method × batch × family)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    batches = math.ceil(len(data.images) / settings.batch_size)
+    steps = batches * len(methods) * (len(set(chosen)) + 1)
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("evaluating", total=steps)
+
+        def advance(description: str) -> None:
+            bar.update(task, advance=1, description=description[:60])
+
+        result = evaluate_methods(model, data, methods, chosen, settings, progress=advance)
+        bar.update(task, completed=steps, description="done")
+    return result
+
+
+def _print_table(result: EvaluationResult, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
 
     table = Table(title=f"{title}: mean ± SE over {result.n_inputs} inputs", show_lines=False)
     table.add_column("metric")
@@ -937,8 +838,6 @@ def evaluate(
             f"{column.title} {column.arrow}".strip(), *[result.cell(spec, column.title) for spec in result.methods]
         )
     Console().print(table)
-    for path in written:
-        click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ __all__ = [
     "UPLOAD_FORMATS",
     "ImageInput",
     "ImageReadError",
+    "InputFiles",
     "collect_inputs",
+    "find_inputs",
     "read_image",
     "read_image_bytes",
 ]
@@ -49,39 +51,87 @@ class ImageInput:
     notes: list[str] = field(default_factory=list)
 
 
-def collect_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+@dataclass
+class InputFiles:
+    """What a command's input arguments name.
+
+    Attributes
+    ----------
+    paths
+        The files, in order, without duplicates.
+    problems
+        ``(spec, message)`` for each argument that named no file (an error for the user).
+    notes
+        What the user should know, e.g. sub-folders that were not searched.
+    """
+
+    paths: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def find_inputs(specs: Sequence[str], recursive: bool = False) -> InputFiles:
     """Expand files, folders (their images, sorted) and glob patterns.
 
-    Returns the paths in order without duplicates, and ``(spec, message)`` for each spec that
-    matched nothing.
+    A folder contributes the image files directly in it, or with ``recursive`` also those in
+    its sub-folders (hidden ones excepted). Without ``recursive``, sub-folders that were not
+    searched are named in a note (or in the error, when the folder itself has no images).
     """
-    paths: list[Path] = []
-    problems: list[tuple[str, str]] = []
+    found = InputFiles()
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
         key = path.resolve()
         if key not in seen:
             seen.add(key)
-            paths.append(path)
+            found.paths.append(path)
 
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append((spec, f"folder {spec} contains no image files ({', '.join(IMAGE_SUFFIXES)})"))
-            for q in found:
+            images, skipped = _folder_images(p, recursive)
+            unsearched = _unsearched(skipped)
+            if not images:
+                listed = ", ".join(IMAGE_SUFFIXES)
+                found.problems.append((spec, f"folder {spec} contains no image files ({listed}){unsearched}"))
+            elif skipped:
+                found.notes.append(f"folder {spec}{unsearched}")
+            for q in images:
                 add(q)
         elif any(ch in spec for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
             if not matches:
-                problems.append((spec, f"pattern {spec} matches no files"))
+                found.problems.append((spec, f"pattern {spec} matches no files"))
             for q in matches:
                 add(q)
         else:
             add(p)  # existence is checked when reading, so the message comes per file
-    return paths, problems
+    return found
+
+
+def _unsearched(folders: list[str]) -> str:
+    if not folders:
+        return ""
+    shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+    return f"; its {len(folders)} sub-folder(s) ({shown}) were not searched: pass --recursive to include them"
+
+
+def _folder_images(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """The image files of ``folder`` (sorted), and the names of the sub-folders not searched."""
+    entries = sorted(folder.iterdir())
+    images = [q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+    folders = [q for q in entries if q.is_dir() and not q.name.startswith(".")]
+    if not recursive:
+        return images, [q.name for q in folders]
+    for sub in folders:
+        images += _folder_images(sub, True)[0]
+    return images, []
+
+
+def collect_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """:func:`find_inputs` without recursion, as ``(paths, problems)``."""
+    found = find_inputs(specs)
+    return found.paths, found.problems
 
 
 def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> ImageInput:
@@ -149,6 +199,8 @@ def _decode(
         raise ImageReadError(f"{label}: not an image file PIL can read{kinds}") from None
     except ImageReadError:
         raise
+    except PermissionError as exc:
+        raise ImageReadError(f"{label}: cannot read it ({exc.strerror})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{label}: corrupt or truncated image ({exc})") from None
     image, conversion = _normalise_mode(image)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .kinds import KINDS
+
 __all__ = [
     "LayerInfo",
     "Matcher",
@@ -32,16 +34,6 @@ __all__ = [
     "op",
     "path",
 ]
-
-# Friendly aliases for kinds.
-_KIND_ALIASES: dict[str, tuple[str, ...]] = {
-    "dense": ("linear",),
-    "convolution": ("conv", "conv_transpose"),
-    "layer": ("conv", "conv_transpose", "linear"),
-    "parametric": ("conv", "conv_transpose", "linear"),
-    "pool": ("maxpool", "avgpool"),
-    "elementwise": ("relu", "activation"),
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +51,7 @@ class LayerInfo:
     function
         Readable name of the torch function, e.g. ``torch.nn.functional.conv2d``.
     kind
-        Operation kind (see :func:`relprop.ops.classify`).
+        Operation kind (see :mod:`relprop.kinds`).
     layer_index, layer_count
         Position among the parametric layers (convolutions and dense layers) in execution order;
         ``layer_index`` is ``None`` for other operations.
@@ -134,11 +126,14 @@ class Matcher:
 
 
 def kind(*kinds: str) -> Matcher:
-    """Match operations of the given kinds (``conv``, ``linear``/``dense``, ``layer``, ``relu`` ...)."""
-    expanded: set[str] = set()
-    for k in kinds:
-        expanded.update(_KIND_ALIASES.get(k, (k,)))
-    return Matcher(lambda i: i.kind in expanded, f"kind({', '.join(kinds)})")
+    """Match operations of the given kinds or groups of kinds (``conv``, ``dense``, ``layer``, ``pool`` ...).
+
+    Groups (``layer``/``parametric``: convolutions and dense layers; ``convolution``; ``dense``;
+    ``pool``; ``elementwise``; ``affine``; ``product``; ``normalization``; ``nonlinear``) are
+    declared with the kinds in :mod:`relprop.kinds`, so kinds registered later join their groups.
+    """
+    names = tuple(kinds)
+    return Matcher(lambda i: i.kind in KINDS.expand(names), f"kind({', '.join(kinds)})")
 
 
 def module_type(*types: type) -> Matcher:

@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from . import composites as _composites
-from .clitools import UserError, refuse_overwrite, write_atomic
+from .clitools import UserError, prepare_output_folder, refuse_overwrite, write_atomic
 from .errors import RelpropError, first_line
+from .finite import check_finite
 
 __all__ = ["explain_text"]
 
@@ -111,10 +112,12 @@ def explain_text(
         raise UserError(f"--task {task} explains one text; drop the second one")
     if html_path is not None:
         refuse_overwrite([html_path], force, "--html file")
+        prepare_output_folder(html_path.parent)
     model, tokenizer = _load(model_path, task, attn_implementation)
     try:
-        explainer = TextExplainer(model, tokenizer, task=task, composite=composite)
+        explainer = TextExplainer(model, tokenizer, task=task, composite=composite, nonfinite="report")
         result = explainer(text, text_b, target=target)
+        check_finite(result.explanation, 0, "the text" if text_b is None else "the texts")
     except RelpropError as exc:
         raise UserError(str(exc)) from None
     use_color = sys.stdout.isatty() if color is None else color

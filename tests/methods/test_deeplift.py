@@ -162,7 +162,7 @@ def test_invalid_parameters() -> None:
     model, x = maxpool_net(), torch.randn(1, 3, 8, 8, dtype=torch.float64)
     with pytest.raises(relprop.ConfigurationError, match="deeplift rule must be one of rescale, reveal-cancel"):
         relprop.explain(model, x, method="deeplift", rule="linear")
-    with pytest.raises(relprop.ConfigurationError, match="deeplift eps must be a positive number"):
+    with pytest.raises(relprop.ConfigurationError, match=r"^method 'deeplift': eps must be a finite number > 0"):
         relprop.explain(model, x, method="deeplift", eps=0.0)
     with pytest.raises(relprop.ConfigurationError, match="reference has shape"):
         relprop.explain(model, x, method="deeplift", reference=torch.zeros(2, 2))

@@ -7,13 +7,15 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import Deconvolution, GuidedBackprop
 from torch import nn
 
 import relprop
 
 from .nets import FunctionalNetTwin, functional_net, maxpool_net, resnet18
-from helpers import assert_close_relative
+from helpers import assert_close_relative, require
+
+require("captum")
+from captum.attr import Deconvolution, GuidedBackprop  # noqa: E402
 
 CAPTUM = {"guided-backprop": GuidedBackprop, "deconvnet": Deconvolution}
 

@@ -6,14 +6,16 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients
 from torch import nn
 
 import relprop
 from relprop.methods.integrated_gradients import quadrature_points
 
 from .nets import functional_net, maxpool_net, resnet18
-from helpers import assert_close_relative
+from helpers import assert_close_relative, require
+
+require("captum")
+from captum.attr import IntegratedGradients  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +132,8 @@ def test_invalid_parameters() -> None:
         relprop.explain(model, x, method="integrated-gradients", steps=1, quadrature="riemann-trapezoid")
     with pytest.raises(relprop.ConfigurationError, match="quadrature must be one of gauss-legendre"):
         relprop.explain(model, x, method="integrated-gradients", quadrature="simpson")
-    with pytest.raises(relprop.ConfigurationError, match="batch_size must be a positive integer"):
+    message = r"^method 'integrated-gradients': batch_size must be an integer >= 1, got 0.$"
+    with pytest.raises(relprop.ConfigurationError, match=message):
         relprop.explain(model, x, method="integrated-gradients", batch_size=0)
     with pytest.raises(relprop.ConfigurationError, match="'blurred' needs inputs with spatial dimensions"):
         relprop.explain(nn.Linear(4, 2).double(), torch.randn(2, 4).double(), method="integrated-gradients",

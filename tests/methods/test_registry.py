@@ -28,7 +28,8 @@ def test_names_and_descriptions() -> None:
     assert methods.names() == ALL
     described = dict(methods.describe())
     assert list(described) == ALL and all(described.values())
-    assert methods.parameters("smoothgrad") == ("n", "sigma", "sigma_mode", "times_input", "seed", "batch_size")
+    smoothgrad = ("n", "sigma", "sigma_mode", "times_input", "seed", "batch_size", "output")
+    assert methods.parameters("smoothgrad") == smoothgrad
     assert "gamma" in methods.parameters("lrp", "epsilon-gamma-box")
     assert "split" not in methods.parameters("lrp", "epsilon-gamma-box")
 
@@ -68,7 +69,10 @@ def test_resolve(spec: str, expected: tuple[str, dict]) -> None:
         ("smoothgrad:n=3,n=4", "gives 'n' twice"),
         ("smoothgrad:n=3,,sigma=1", "has an empty item"),
         ("smoothgrad:20", "item '20' is not key=value; write e.g. 'smoothgrad:n=...'"),
-        ("gradient-x-input:absolute=true", "method 'gradient-x-input' does not take absolute; it takes no parameters"),
+        (
+            "gradient-x-input:absolute=true",
+            "method 'gradient-x-input' does not take absolute; its parameters are output",
+        ),
         ("lrp:epsilon-gamma-box,split=0.3", "method 'lrp' does not take split"),
         ("occlusion:patch=", "needs both a name and a value"),
         ("", "a method spec must be a non-empty string"),

@@ -66,9 +66,10 @@ def test_a_linear_model_has_the_same_gradient_everywhere() -> None:
 
 def test_invalid_parameters() -> None:
     model, x = maxpool_net(), torch.randn(1, 3, 8, 8, dtype=torch.float64)
-    with pytest.raises(relprop.ConfigurationError, match="smoothgrad n must be a positive integer"):
+    with pytest.raises(relprop.ConfigurationError, match=r"^method 'smoothgrad': n must be an integer >= 1, got 0.$"):
         relprop.explain(model, x, method="smoothgrad", n=0)
-    with pytest.raises(relprop.ConfigurationError, match="smoothgrad sigma must be a non-negative number"):
+    message = r"^method 'smoothgrad': sigma must be a finite number >= 0, got -1.0.$"
+    with pytest.raises(relprop.ConfigurationError, match=message):
         relprop.explain(model, x, method="smoothgrad", sigma=-1.0)
     with pytest.raises(relprop.ConfigurationError, match="sigma_mode must be one of range, absolute"):
         relprop.explain(model, x, method="smoothgrad", sigma_mode="relative")

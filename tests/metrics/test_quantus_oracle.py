@@ -34,7 +34,9 @@ from torch import nn
 import relprop
 from relprop import metrics
 
-quantus = pytest.importorskip("quantus")
+from helpers import require
+
+quantus = require("quantus")
 
 N = 16
 

@@ -47,14 +47,17 @@ def library_prediction(index: int) -> int:
 
 @contextmanager
 def live_server(app: object) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    """Serve ``app`` with uvicorn on a free loopback port in a thread, with the connection policy of
+    ``relprop serve`` (header and keep-alive timeouts, connection limit); yield its base URL."""
     import uvicorn
+
+    from relprop.web.server import server_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
+    sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
+    server = uvicorn.Server(server_config(app, "warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

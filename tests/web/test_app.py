@@ -339,7 +339,8 @@ def test_methods_registered_beside_lrp_appear_and_run(client: TestClient, monkey
         ledger = Ledger(score=score.detach(), input_relevance=relevance.flatten(1).sum(1))
         return Explanation(relevance, output.detach(), chosen, ledger)
 
-    monkeypatch.setitem(methods._REGISTRY, "test-gxi", (gradient_x_input, "gradient × input (test)"))
+    monkeypatch.setitem(methods._REGISTRY, "test-gxi", None)  # so that the entry is removed after the test
+    methods.register("test-gxi", "gradient × input (test)")(gradient_x_input)
     assert "test-gxi" in [m["name"] for m in client.get("/api/methods").json()]
     png = digit_png(8)
     result = upload(client, png, method="test-gxi", target=3)

@@ -103,3 +103,20 @@ def test_the_command_imports_without_the_web_stack() -> None:
     code = "import sys, relprop.web.command; print(sorted(m for m in ('fastapi', 'uvicorn') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_connection_limits_reach_the_app_and_the_server(started: list[dict[str, Any]]) -> None:
+    args = ["--port", "0", "--max-uploads", "5", "--body-timeout", "7", "--header-timeout", "3",
+            "--max-connections", "99"]  # fmt: skip
+    result = CliRunner().invoke(serve, args)
+    assert result.exit_code == 0, result.output
+    (call,) = started
+    settings = call["app"].state.settings
+    assert (settings.max_uploads, settings.body_timeout, settings.body_idle_timeout) == (5, 7.0, 7.0)
+    assert (settings.header_timeout, settings.max_connections, call["limit"]) == (3.0, 99, 99)
+    assert call["app"].state.service.max_uploads == 5
+    from relprop.web.server import HeaderTimeoutProtocol, server_config
+
+    config = server_config(call["app"], "warning")
+    assert issubclass(config.http, HeaderTimeoutProtocol) and config.http.header_timeout == 3.0  # type: ignore[arg-type,union-attr]
+    assert (config.limit_concurrency, config.timeout_keep_alive) == (99, 5.0)

@@ -76,3 +76,18 @@ def test_limits_on_fields_files_and_boundary_are_400_or_413(tmp_path: Path) -> N
     with pytest.raises(FormError, match="without a boundary"):
         parse(b"", "multipart/form-data")
     assert list(tmp_path.iterdir()) == []  # nothing left behind by refused uploads
+
+
+def test_url_encoded_forms_are_held_in_memory_so_they_stay_small() -> None:
+    from relprop.web.forms import read_urlencoded
+
+    async def parse(body: bytes) -> Any:
+        return await read_urlencoded(_chunks(body, 4096), max_bytes=8 * 2**20)
+
+    assert anyio.run(parse, b"sample=digit-3&epsilon=0.5").fields == {"sample": "digit-3", "epsilon": "0.5"}
+    with pytest.raises(FormError) as refused:
+        anyio.run(parse, b"sample=" + b"x" * 70_000)
+    assert refused.value.status == 413
+    assert refused.value.message == (
+        "a url-encoded form may have at most 65,536 bytes (text fields only); send an image as multipart/form-data"
+    )

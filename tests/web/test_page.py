@@ -158,3 +158,67 @@ def test_upload_change_parameters_and_see_the_heatmap_change(page: Any, tmp_path
     assert errors == []
     foreign = [url for url in requested if not url.startswith((base + "/", "data:", "blob:"))]
     assert foreign == []  # works without internet: no CDN, no fonts, nothing else
+
+
+def wait_for_state(tab: Any, panel: str, done_before: int, state: str) -> None:
+    tab.wait_for_function(
+        """([selector, before, state]) => {
+            const node = document.querySelector(selector);
+            return node !== null && Number(node.dataset.requests) > before && node.dataset.state === state;
+        }""",
+        arg=[f"#panel-{panel}", done_before, state],
+        timeout=30_000,
+    )
+
+
+def test_out_of_domain_photos_carry_a_caveat_and_a_failed_upload_clears_the_result(page: Any, tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    tab, base, _, errors = page
+    tab.goto(base + "/")
+    wait_for_result(tab, "a", 0)
+    assert tab.is_hidden("#panel-a [data-role=caveat]")  # a test digit: nothing to say
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    done = requests_done(tab, "a")
+    tab.set_input_files("#file", str(photo))
+    wait_for_result(tab, "a", done)
+    assert tab.is_visible("#panel-a [data-role=caveat]")
+    caveats = [li.text_content() for li in tab.query_selector_all("#panel-a [data-role=caveats] li")]
+    assert caveats == [
+        "a colour photo (colourfulness 0.19) given to a model of grey-level pictures",
+        "the 512×512 picture is reduced 64× to the model's 1×8×8 grey input",
+    ]
+    assert tab.text_content("#panel-a [data-role=input-caption]") == "what the model saw: 8×8 grey"
+    seen = tab.eval_on_selector(
+        "#panel-a [data-role=input]", "img => [img.naturalWidth, img.getBoundingClientRect().width]"
+    )
+    assert seen[0] == 256 and seen[1] >= 150  # the model's 8×8 view, enlarged and shown first
+    tab.screenshot(path=str(artifacts_dir() / "page-out-of-domain.png"), full_page=True)
+
+    broken = tmp_path / "broken.png"
+    broken.write_text("this is not a picture")
+    done = requests_done(tab, "a")
+    tab.set_input_files("#file", str(broken))
+    wait_for_state(tab, "a", done, "error")
+    assert (tab.text_content("#panel-a [data-role=error]") or "").startswith("upload: not an image file PIL can read")
+    for role in ("input", "heatmap", "overlay"):  # the astronaut's pictures are gone ...
+        assert tab.get_attribute(f"#panel-a [data-role={role}]", "src") is None
+    assert tab.query_selector_all("#panel-a [data-role=top] li") == []  # ... and so are its prediction,
+    assert tab.query_selector_all("#panel-a [data-role=ledger] tr") == []  # its ledger
+    assert tab.is_hidden("#panel-a [data-role=caveat]")  # and its caveat
+    assert tab.is_disabled("#panel-a [data-role=download-npy]")
+    assert "disabled" in (tab.get_attribute("#panel-a [data-role=download-png]", "class") or "")
+
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(digit_png(7))
+    done = requests_done(tab, "a")
+    tab.set_input_files("#file", str(scan))
+    wait_for_result(tab, "a", done)
+    assert tab.is_hidden("#panel-a [data-role=error]") and tab.is_hidden("#panel-a [data-role=caveat]")
+    explained = tab.text_content("#panel-a [data-role=ledger] tr:first-child td") or ""
+    assert explained.startswith(f"{library_prediction(7)}:")
+    assert heatmap(tab).startswith("data:image/png;base64,")
+    assert errors == []

@@ -6,6 +6,8 @@ engine itself. All methods resolve ``target`` exactly like LRP and return the sa
 :class:`relprop.Explanation`: ``relevance`` shaped like the inputs, the model ``output``, the
 explained ``target``, a ledger (``score``: what the method explains per sample;
 ``input_relevance``: the sum of the attribution) and method diagnostics in ``info``.
+Every method also takes ``output=`` (which tensor of a dict, tuple or dataclass output to
+explain; see :mod:`relprop.outputs`).
 
 ================================  ===========================================================
 ``gradient``                      the gradient (saliency); ``absolute=True`` for its magnitude
@@ -31,7 +33,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .. import params as _params
+from ..engine import guard
 from ..errors import ConfigurationError
+from ..outputs import check_selector, with_output
+from ..params import Spec
 
 __all__ = ["describe", "get", "names", "parameters", "register", "resolve"]
 
@@ -40,7 +46,9 @@ _REGISTRY: dict[str, tuple[Method, str, tuple[str, ...]]] = {}
 # Every method's own leading arguments; the rest are its parameters.
 _CALL_ARGUMENTS = ("model", "inputs", "target")
 # What "lrp" accepts besides the composite's own parameters (relprop.explain / Explainer options).
-_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast")
+_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast", "output")
+# Taken by every method: which tensor of the model's output to explain (relprop.outputs).
+_OUTPUT = "output"
 # A spec may name one parameter without "key=": "lrp:epsilon-gamma-box", "deeplift:reveal-cancel".
 _SHORTHAND = {"lrp": "composite", "deeplift": "rule"}
 # Listing order of the built-in methods; methods registered later follow in registration order.
@@ -57,27 +65,46 @@ _ORDER = (
 )
 
 
-def register(name: str, description: str) -> Callable[[Method], Method]:
+def register(name: str, description: str, **ranges: Spec) -> Callable[[Method], Method]:
     """Register ``fn`` as the method ``name`` (one-line ``description`` for listings).
 
-    The registered function rejects parameters it does not take with a
-    :class:`~relprop.errors.ConfigurationError` that lists the ones it does.
+    The registered function (which the decorator returns) makes every method keep the same
+    promises as LRP, so that ``fn`` itself needs to check none of them:
+
+    * parameters it does not take are refused with a :class:`~relprop.errors.ConfigurationError`
+      that lists the ones it does, and the given ones are checked against
+      :data:`relprop.params.RANGES` (``ranges`` replace entries for this method);
+    * the model is checked before any forward pass (:func:`relprop.engine.guard.check_model`);
+    * ``inputs`` are checked, converted to the model's dtype and moved to its device
+      (:func:`relprop.engine.guard.prepare_inputs`), NaN or Inf refused unless
+      ``nonfinite="report"``;
+    * the result is checked (:func:`relprop.engine.guard.finish`): NaN or Inf is an error, or
+      with ``nonfinite="report"`` a report in ``info["nonfinite"]``.
+    * ``output=`` is taken by every method: the model is then run through a
+      :class:`~relprop.outputs.SelectedOutput` that returns the selected tensor.
     """
 
     def decorator(fn: Method) -> Method:
-        accepted = tuple(p for p in inspect.signature(fn).parameters if p not in _CALL_ARGUMENTS)
+        own = tuple(p for p in inspect.signature(fn).parameters if p not in _CALL_ARGUMENTS)
+        accepted = own if _OUTPUT in own else (*own, _OUTPUT)
 
         @functools.wraps(fn)
-        def checked(model: Any, inputs: Any, target: Any = None, **params: Any) -> Any:
+        def checked(model: Any, inputs: Any, target: Any = None, nonfinite: str = "raise", **params: Any) -> Any:
             unknown = sorted(set(params) - set(accepted))
             if unknown:
                 raise ConfigurationError(
                     f"method {name!r} does not take {', '.join(unknown)}; {_listing(accepted, 'its parameters are')}."
                 )
-            return fn(model, inputs, target, **params)
+            _params.check(f"method {name!r}", params, ranges)
+            mode = guard.check_nonfinite_mode(nonfinite)
+            if _OUTPUT not in own and _OUTPUT in params:
+                model = with_output(model, check_selector(params.pop(_OUTPUT)))
+            facts = guard.check_model(model)
+            x = guard.prepare_inputs(model, inputs, mode, facts)
+            return guard.finish(fn(model, x, target, **params), mode, model)
 
         _REGISTRY[name] = (checked, description, accepted)
-        return fn
+        return checked
 
     return decorator
 

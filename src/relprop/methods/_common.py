@@ -24,12 +24,13 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import _model_device, _select_output
-from ..errors import ConfigurationError, ModelStateError
+from ..engine import guard
+from ..errors import ConfigurationError
 from ..explanation import Explanation
+from ..kinds import out_of_place as _out_of_place
 from ..ledger import Ledger
 from ..metrics.selectivity import gaussian_blur
-from ..ops import ACTIVATION_FUNCS, INPLACE_TO_OUT_OF_PLACE, RELU_FUNCS
+from ..outputs import select_output
 from ..rules import GradientRule, LRP0Rule, Rule, per_sample_sum
 from ..targets import TopLayer, initial_relevance
 
@@ -52,42 +53,29 @@ BASELINES = ("zeros", "blurred", "mean")
 
 
 def prepare_inputs(model: nn.Module, inputs: Any) -> Tensor:
-    """Check ``inputs`` (a non-empty floating-point batch) and move it to the model's device."""
+    """Check ``inputs`` (a non-empty floating-point batch) and bring it to the model's device and dtype.
+
+    The method registry does this (and the NaN check) before a method runs; see
+    :func:`relprop.engine.guard.prepare_inputs`.
+    """
     if not isinstance(model, nn.Module):
         raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if not isinstance(inputs, Tensor):
-        raise ConfigurationError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}.")
-    if not inputs.is_floating_point():
-        raise ConfigurationError(
-            f"inputs must be a floating-point tensor, got dtype {inputs.dtype}; convert images with .float()."
-        )
-    if inputs.dim() == 0 or inputs.shape[0] == 0:
-        raise ConfigurationError(f"inputs must have a non-empty batch dimension, got shape {tuple(inputs.shape)}.")
-    device = _model_device(model)
-    return (inputs if device is None else inputs.to(device)).detach()
+    return guard.prepare_inputs(model, inputs, "report")
 
 
 def check_eval(model: nn.Module) -> None:
-    """Refuse models whose forward pass would change them or mix samples (training-mode batch norm, dropout).
-
-    The LRP engine checks the same when it meets such an operation; methods that run the model
-    through plain autograd check the modules up front, so that no forward pass updates running
-    statistics (which would modify the model).
-    """
-    for path, module in model.named_modules():
-        where = f"'{path or '(model)'}' ({type(module).__name__})"
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
-            raise ModelStateError(
-                f"batch norm at {where} normalises with batch statistics (training mode or no running "
-                "statistics); call model.eval() before explaining."
-            )
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
-            raise ModelStateError(f"dropout at {where} is active (training mode); call model.eval() before explaining.")
+    """Refuse models whose forward pass would change them or mix samples (see :func:`.guard.check_eval`)."""
+    guard.check_eval(model)
 
 
 def forward(model: nn.Module, x: Tensor) -> Tensor:
-    """The model's scores for ``x`` (the tensor it returns, or its ``.logits``)."""
-    return _select_output(model(x))
+    """The model's scores for ``x`` (the tensor it returns, or its ``.logits``).
+
+    The model runs on a copy of ``x``, so that a model that changes its input in place changes
+    neither the user's tensor nor the method's; its torch errors become one-sentence
+    :class:`~relprop.errors.InputError` messages.
+    """
+    return select_output(guard.run_model(model, x))
 
 
 def resolve_target(output: Tensor, target: Any) -> TopLayer:
@@ -122,13 +110,6 @@ def chunks(total: int, size: int) -> Iterator[range]:
     """Consecutive ranges of at most ``size`` items covering ``range(total)``."""
     for start in range(0, total, size):
         yield range(start, min(start + size, total))
-
-
-def check_batch_size(batch_size: Any) -> int:
-    """Validate the number of model inputs evaluated per forward pass."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    return batch_size
 
 
 def explanation(
@@ -225,14 +206,7 @@ def out_of_place(
     a new output and never writes into the model's tensors. A model that reads the tensor an
     in-place call would have overwritten is refused when the engine records its plan.
     """
-    replacement = INPLACE_TO_OUT_OF_PLACE.get(func)
-    if replacement is None and func in ACTIVATION_FUNCS:
-        replacement = ACTIVATION_FUNCS[func][0]
-    if func in ACTIVATION_FUNCS or func in RELU_FUNCS:
-        # Element-wise activations take no other boolean than a positional inplace flag.
-        args = (args[0], *(a for a in args[1:] if not isinstance(a, bool))) if args else args
-    kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
-    return (func if replacement is None else replacement), args, kwargs
+    return _out_of_place(func, args, kwargs)
 
 
 # -- composites for modified-gradient methods -----------------------------------------------------

@@ -91,6 +91,6 @@ def deep_taylor(
         The LRP explanation, with its conservation ledger and ``info["input_gradient"]``.
     """
     composite = deep_taylor_composite(low, high, input_rule, stabilizer)
-    result = Explainer(model, composite, canonize=canonize)(inputs, target)
+    result = Explainer(model, composite, canonize=canonize, nonfinite="report")(inputs, target)
     result.info["method"] = "deep-taylor"
     return result

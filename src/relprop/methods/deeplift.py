@@ -57,18 +57,12 @@ from torch import Tensor, nn
 
 from .. import match
 from ..composites import Composite
-from ..engine import Explainer, _select_output
-from ..errors import ConfigurationError, UnsupportedOperationError
+from ..engine import Explainer, guard
+from ..errors import ConfigurationError, InputError, UnsupportedOperationError
 from ..explanation import Explanation
-from ..ops import (
-    ACTIVATION_FUNCS,
-    CONV_FUNCS,
-    CONV_TRANSPOSE_FUNCS,
-    RELU_FUNCS,
-    LinearOp,
-    bind_arguments,
-    describe_function,
-)
+from ..kinds import ACTIVATION_FUNCS, CONV_FUNCS, CONV_TRANSPOSE_FUNCS, KINDS, RELU_FUNCS
+from ..ops import LinearOp, describe_function
+from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
 from . import _common, register
 
@@ -281,7 +275,7 @@ class RescaleRule(FunctionRule):
         Below this :math:`|\Delta z|` the derivative is used instead of the ratio.
     """
 
-    kinds = frozenset({"relu", "activation"})
+    applies_to = ("relu", "activation")
     label = "deeplift-rescale"
 
     def __init__(self, eps: float = 1e-10) -> None:
@@ -306,7 +300,7 @@ class RevealCancelRule(FunctionRule):
         Below this :math:`|\Delta z^\pm|` the derivative is used instead of the ratio.
     """
 
-    kinds = frozenset({"relu", "activation"})
+    applies_to = ("relu", "activation")
     label = "deeplift-reveal-cancel"
 
     def __init__(self, parts: _Parts, eps: float = 1e-10) -> None:
@@ -335,7 +329,7 @@ class DifferencePartsRule(FunctionRule):
     pooling has positive weights. The gradient of ``y`` itself stays the ordinary one.
     """
 
-    kinds = frozenset({"conv", "conv_transpose", "linear", "batchnorm", "add", "avgpool"})
+    applies_to = ("layer", "batchnorm", "add", "avgpool")
     label = "deeplift-parts"
 
     def __init__(self, parts: _Parts) -> None:
@@ -361,7 +355,7 @@ class DifferencePartsRule(FunctionRule):
 
     def _layer(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         kind = "linear" if func is F.linear else ("conv" if func in CONV_FUNCS else "conv_transpose")
-        bound = bind_arguments(kind, args, kwargs)
+        bound = KINDS[kind].bind(func, args, kwargs)
         op = LinearOp.from_call(kind, func, bound)
         positive, negative = self.parts.of(bound["input"], func)
         weight = bound["weight"].detach()
@@ -372,7 +366,7 @@ class DifferencePartsRule(FunctionRule):
         return through_pos[:n] + through_neg[n:], through_neg[:n] + through_pos[n:]
 
     def _batchnorm(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        bound = bind_arguments("batchnorm", args, kwargs)
+        bound = KINDS["batchnorm"].bind(F.batch_norm, args, kwargs)
         x = bound["input"]
         scale = torch.rsqrt(bound["running_var"].detach() + bound["eps"])
         if bound["weight"] is not None:
@@ -494,7 +488,7 @@ class RescaleMaxPoolRule(FunctionRule):
         Below this :math:`|\Delta x|` the ordinary gradient is used instead of the ratio.
     """
 
-    kinds = frozenset({"maxpool"})
+    applies_to = ("maxpool",)
     label = "deeplift-rescale-pool"
 
     def __init__(self, eps: float = 1e-10) -> None:
@@ -595,7 +589,7 @@ class RevealCancelMaxPoolRule(FunctionRule):
         Window sums of a part below this count as empty.
     """
 
-    kinds = frozenset({"maxpool"})
+    applies_to = ("maxpool",)
     label = "deeplift-reveal-cancel-pool"
 
     def __init__(self, parts: _Parts, eps: float = 1e-10) -> None:
@@ -629,8 +623,6 @@ def deeplift_composite(rule: str = "rescale", eps: float = 1e-10) -> Composite:
     name = _RULE_ALIASES.get(rule, rule)
     if name not in RULES:
         raise ConfigurationError(f"deeplift rule must be one of {', '.join(RULES)}, got {rule!r}.")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise ConfigurationError(f"deeplift eps must be a positive number, got {eps!r}.")
     elementwise = match.kind("relu", "activation")
     if name == "rescale":
         entries: list[tuple[Any, FunctionRule]] = [
@@ -660,7 +652,7 @@ class _Paired(nn.Module):
         self.last_output: Tensor | None = None
 
     def forward(self, paired: Tensor) -> Tensor:
-        out = _select_output(self._modules[""](paired))
+        out = select_output(self._modules[""](paired))
         self.last_output = out
         # While the plan is recorded on a single sample there is no reference half.
         return out[: (out.shape[0] + 1) // 2]
@@ -701,10 +693,17 @@ def deeplift(
         ``input_gradient`` (the multipliers ``m``) and ``rule``.
     """
     composite = deeplift_composite(rule, eps)
-    x = _common.prepare_inputs(model, inputs)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     ref = _common.make_baseline(reference, x, "reference", blur_sigma)
     paired = _Paired(model)
-    result = Explainer(paired, composite, canonize=False, ledger=False)(torch.cat([x, ref]), target)
+    explainer = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")
+    try:
+        result = explainer(torch.cat([x, ref]), target)
+    except InputError as exc:
+        if exc.__cause__ is None:
+            raise
+        # Say it of the user's model and inputs, not of the pair the method runs.
+        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
     n = x.shape[0]
     multipliers = result.info["input_gradient"][:n]
     contributions = (x - ref) * multipliers

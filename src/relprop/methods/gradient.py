@@ -24,8 +24,7 @@ __all__ = ["gradient", "gradient_x_input"]
 
 
 def _gradient(model: nn.Module, inputs: Tensor, target: Any) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    x = _common.prepare_inputs(model, inputs)
-    _common.check_eval(model)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     leaf = x.requires_grad_(True)
     with torch.enable_grad():
         out = _common.forward(model, leaf)

@@ -60,7 +60,7 @@ def _relu_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
 class GuidedReLURule(FunctionRule):
     r"""Guided backprop through a ReLU: :math:`g_x = \mathbb 1[x > 0] \max(0, g_y)`."""
 
-    kinds = frozenset({"relu"})
+    applies_to = ("relu",)
     label = "guided-relu"
 
     def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -70,7 +70,7 @@ class GuidedReLURule(FunctionRule):
 class DeconvReLURule(FunctionRule):
     r"""Deconvnet through a ReLU: :math:`g_x = \max(0, g_y)` (the forward mask is ignored)."""
 
-    kinds = frozenset({"relu"})
+    applies_to = ("relu",)
     label = "deconv-relu"
 
     def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -83,8 +83,10 @@ def relu_rule_composite(rule: FunctionRule, name: str) -> Composite:
 
 
 def _run(model: nn.Module, inputs: Tensor, target: Any, rule: FunctionRule, name: str) -> Explanation:
-    x = _common.prepare_inputs(model, inputs)
-    result = Explainer(model, relu_rule_composite(rule, name), canonize=False, ledger=False)(x, target)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
+    result = Explainer(model, relu_rule_composite(rule, name), canonize=False, ledger=False, nonfinite="report")(
+        x, target
+    )
     grad = result.info["input_gradient"]
     info = {"method": name, "input_gradient": grad}
     return _common.explanation(grad, result.output, result.target, result.ledger.score, info)

@@ -118,9 +118,7 @@ def integrated_gradients(
         gradient ``Σ_j w_j ∇s``), ``steps`` and ``quadrature``.
     """
     alphas, weights = quadrature_points(quadrature, steps)
-    batch_size = _common.check_batch_size(batch_size)
-    x = _common.prepare_inputs(model, inputs)
-    _common.check_eval(model)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     reference = _common.make_baseline(baseline, x, "baseline", blur_sigma)
     batch = x.shape[0]
     with torch.no_grad():

@@ -89,9 +89,7 @@ def occlusion(
         ``info`` holds ``windows`` (the number of window positions), ``patch`` and ``stride``
         (over all dimensions of one sample).
     """
-    batch_size = _common.check_batch_size(batch_size)
-    x = _common.prepare_inputs(model, inputs)
-    _common.check_eval(model)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     sample_shape = tuple(x.shape[1:])
     n_patch = _patch_dims(x)
     lead = sample_shape[: len(sample_shape) - n_patch]  # dimensions a short patch covers whole (channels)

@@ -67,15 +67,9 @@ def smoothgrad(
         ``info`` holds ``input_gradient`` (the averaged gradient), ``sigma`` (the standard
         deviation used, per sample) and ``n``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"smoothgrad n must be a positive integer, got {n!r}.")
-    if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma >= 0):
-        raise ConfigurationError(f"smoothgrad sigma must be a non-negative number, got {sigma!r}.")
     if sigma_mode not in SIGMA_MODES:
         raise ConfigurationError(f"smoothgrad sigma_mode must be one of {', '.join(SIGMA_MODES)}, got {sigma_mode!r}.")
-    batch_size = _common.check_batch_size(batch_size)
-    x = _common.prepare_inputs(model, inputs)
-    _common.check_eval(model)
+    x = inputs  # checked, on the model's device and dtype: see methods.register
     batch = x.shape[0]
     with torch.no_grad():
         output = _common.forward(model, x)

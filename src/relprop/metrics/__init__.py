@@ -19,6 +19,9 @@ randomisation     :func:`cascading_randomisation` (Spearman, SSIM per stage)
 complexity        :func:`entropy`, :func:`gini`
 similarity        :func:`pearson`, :func:`spearman`, :func:`ssim`
 ================  ====================================================================
+
+``relprop evaluate`` reports these families through the registry in
+:mod:`relprop.metrics.families`; registering a family there adds it to the command.
 """
 
 from __future__ import annotations

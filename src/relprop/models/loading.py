@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,18 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, first_line
+from ..images import ImageReadError
 from .digits import DIGITS_BOUNDS, DigitsCNN, load_digits_model
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelBundle", "describe_models", "load_model"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelBundle",
+    "check_working_size",
+    "describe_models",
+    "load_model",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,15 +110,20 @@ class DigitsPreprocess:
     averaged down to 8×8 (the way the data set's 32×32 bitmaps were reduced).
     """
 
+    def working_size(self, size: tuple[int, int]) -> tuple[tuple[int, int], str]:
+        """The largest picture made on the way, ``(width, height)``, and how it is made."""
+        side = max(size)
+        return (side, side), "padded to a square"
+
     def __call__(self, image: Image.Image) -> Tensor:
-        grey = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
-        if grey.mean() > 0.5:
-            grey = 1.0 - grey
+        grey = np.asarray(image.convert("L"))
+        if grey.mean() / 255.0 > 0.5:
+            grey = 255 - grey
         h, w = grey.shape
         side = max(h, w)
-        square = np.zeros((side, side))
+        square = np.zeros((side, side), dtype=np.uint8)  # one byte per pixel: the square can be large
         square[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = grey
-        small = Image.fromarray(np.round(square * 255).astype(np.uint8), mode="L").resize((8, 8), Image.Resampling.BOX)
+        small = Image.fromarray(square, mode="L").resize((8, 8), Image.Resampling.BOX)
         return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).unsqueeze(0)
 
 
@@ -121,18 +135,52 @@ class ImagePreprocess:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
+    def _resized(self, size: tuple[int, int]) -> tuple[int, int]:
+        w, h = size
+        scale = self.resize / min(w, h)
+        return max(1, round(w * scale)), max(1, round(h * scale))
+
+    def working_size(self, size: tuple[int, int]) -> tuple[tuple[int, int], str]:
+        """The largest picture made on the way, ``(width, height)``, and how it is made."""
+        resized = self._resized(size)
+        largest = max(resized, size, key=lambda s: s[0] * s[1])
+        return largest, f"its shorter side resized to {self.resize}"
+
     def __call__(self, image: Image.Image) -> Tensor:
         # One normalisation value means a one-channel (grey-level) model.
         rgb = image.convert("L" if self.mean.shape[0] == 1 else "RGB")
-        w, h = rgb.size
-        scale = self.resize / min(w, h)
-        rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+        rgb = rgb.resize(self._resized(rgb.size), Image.Resampling.BILINEAR)
         w, h = rgb.size
         left, top = (w - self.crop) // 2, (h - self.crop) // 2
         rgb = rgb.crop((left, top, left + self.crop, top + self.crop))
         pixels = np.asarray(rgb, dtype=np.float32) / 255.0
         t = torch.from_numpy(pixels).unsqueeze(0) if pixels.ndim == 2 else torch.from_numpy(pixels).permute(2, 0, 1)
         return (t - self.mean) / self.std
+
+
+def check_working_size(
+    preprocess: Callable[[Image.Image], Tensor], size: tuple[int, int], max_pixels: int, label: str
+) -> None:
+    """Refuse a picture whose preprocessing would make one larger than ``max_pixels``, before it allocates.
+
+    Extreme aspect ratios make small files expensive: a 1×6000 picture padded to a square has
+    36 million pixels, a 1×4,000,000 one resized to a shorter side of 256 has a billion.
+    Preprocessing functions that say how large their work gets (``working_size``, as relprop's
+    do) are checked by that; others by the decoded size.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the picture, the size it would reach and the limit.
+    """
+    plan = getattr(preprocess, "working_size", None)
+    (width, height), how = plan(size) if plan is not None else (size, "as decoded")
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{label}: the model's preprocessing would turn this {size[0]}×{size[1]} picture into {width:,}×{height:,} "
+            f"= {width * height:,} pixels ({how}), more than the limit of {max_pixels:,}; crop it to a less extreme "
+            "aspect ratio"
+        )
 
 
 def _display_for(mean: Sequence[float] | None, std: Sequence[float] | None) -> Callable[[Tensor], Image.Image]:
@@ -259,12 +307,38 @@ def _factory_bundle(spec: str, weights: str | None) -> nn.Module:
     factory = getattr(module, attr, None)
     if factory is None:
         raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r} (model {spec!r}).")
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    model = _call_factory(factory, spec) if callable(factory) and not isinstance(factory, nn.Module) else factory
     if not isinstance(model, nn.Module):
         raise ConfigurationError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
     if weights is not None:
         _load_state_dict(model, Path(weights), spec)
     return model
+
+
+def _call_factory(factory: Callable[..., object], spec: str) -> object:
+    """Call a model factory that takes no arguments; one that needs some is refused before any call."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some built-ins have none; they are called and checked below
+        signature = None
+    if signature is not None:
+        required = [
+            name
+            for name, p in signature.parameters.items()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            raise ConfigurationError(
+                f"model factory {spec} needs arguments ({', '.join(required)}); --model takes a function or class "
+                "that builds the model without arguments."
+            )
+    try:
+        return factory()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"model factory {spec} failed ({type(exc).__name__}: {first_line(exc)}); it must build the model "
+            "without arguments."
+        ) from None
 
 
 def _file_model(path: Path, example_shape: tuple[int, ...]) -> tuple[nn.Module, list[str]]:

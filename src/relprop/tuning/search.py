@@ -156,7 +156,7 @@ def _is_transformer(model: nn.Module, data: Any, bounds: tuple[float, float] | N
     """Whether the image composites cannot explain this model (a transformer: use attnlrp / cp-lrp)."""
     if isinstance(data, SentencePairs):
         return True
-    from ..engine import explain
+    from ..api import explain
 
     low, high = bounds if bounds is not None else (None, None)
     try:

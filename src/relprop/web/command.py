@@ -51,10 +51,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency: int) -> None:
-    """Serve ``app`` on the bound socket until interrupted (tests replace this function)."""
+    """Serve ``app`` on the bound socket until interrupted (tests replace this function).
+
+    The connection policy (:func:`relprop.web.server.server_config`): header and keep-alive
+    timeouts, and at most ``limit_concurrency`` open connections.
+    """
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, limit_concurrency=limit_concurrency, timeout_graceful_shutdown=5)
+    from .server import server_config
+
+    config = server_config(app, log_level, limit_concurrency=limit_concurrency)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -103,6 +109,34 @@ def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency:
     help="Requests that may wait for their turn; more are answered 503.",
 )
 @click.option(
+    "--max-uploads",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    help="Uploads read at the same time; more are answered 503 before their body is read.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds an upload may take to arrive (10 s at most between two pieces); slower ones get 408.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection may take to send its request head; idle and slower ones are closed.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(8, 65536),
+    default=256,
+    show_default=True,
+    help="Open connections before every request is answered 503.",
+)
+@click.option(
     "--temp-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
@@ -125,6 +159,10 @@ def serve(
     max_pixels: int,
     concurrency: int,
     queue_size: int,
+    max_uploads: int,
+    body_timeout: float,
+    header_timeout: float,
+    max_connections: int,
     temp_dir: Path | None,
     threads: int | None,
     log_level: str,
@@ -160,6 +198,11 @@ def serve(
             max_pixels=max_pixels,
             max_concurrent=concurrency,
             max_queue=queue_size,
+            max_uploads=max_uploads,
+            body_timeout=body_timeout,
+            body_idle_timeout=min(10.0, body_timeout),
+            header_timeout=header_timeout,
+            max_connections=max_connections,
             temp_dir=temp_dir,
         )
         try:
@@ -172,7 +215,7 @@ def serve(
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         click.echo(f"relprop web app on http://{shown}:{bound_port}/ (models: {', '.join(models)}); Ctrl+C stops it")
-        # uvicorn's own connection limit backs up the app's queue: beyond it, 503 without reading anything.
-        run_server(app, sock, log_level, limit_concurrency=concurrency + queue_size + 32)
+        # The last bound: beyond this many open connections uvicorn answers 503 without reading anything.
+        run_server(app, sock, log_level, limit_concurrency=max_connections)
     finally:
         sock.close()

@@ -1,7 +1,8 @@
 """Reading a ``multipart/form-data`` upload with hard limits, into memory or the app's temp dir.
 
 The body is counted while it streams in: a request announcing (``Content-Length``) or
-sending more than the limit is refused with 413 before more of it is read. Text fields are
+sending more than the limit is refused with 413 before more of it is read; one arriving too
+slowly (:func:`within_time`) with 408. Text fields are
 small and kept in memory; a file part stays in memory up to ``spool_bytes`` and then moves
 to an anonymous temporary file inside the app's own temp dir (``tempfile`` names it; nothing
 the client sends becomes a path). Everything is released by :meth:`UploadForm.close`.
@@ -9,17 +10,29 @@ the client sends becomes a path). Everything is released by :meth:`UploadForm.cl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
-from typing import IO
+from typing import IO, TYPE_CHECKING, cast
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
-__all__ = ["FormError", "UploadForm", "UploadedFile", "check_content_length", "read_multipart", "read_urlencoded"]
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+__all__ = [
+    "FormError",
+    "UploadForm",
+    "UploadedFile",
+    "check_content_length",
+    "read_multipart",
+    "read_urlencoded",
+    "within_time",
+]
 
 
 class FormError(Exception):
@@ -75,6 +88,28 @@ def check_content_length(header: str | None, max_bytes: int) -> None:
         raise FormError(413, _limit_message(max_bytes))
 
 
+async def within_time(body: AsyncIterator[bytes], total: float, idle: float) -> AsyncIterator[bytes]:
+    """Pass the pieces of ``body`` on; refuse (408) a body that pauses longer than ``idle`` seconds
+    between two pieces or takes longer than ``total`` seconds in all."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    pieces = body.__aiter__()
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            chunk = await asyncio.wait_for(pieces.__anext__(), timeout=max(0.0, min(idle, remaining)))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            slow = f"took longer than {total:g} s" if remaining <= idle else f"paused for more than {idle:g} s"
+            raise FormError(
+                408,
+                f"the request body {slow}; the server allows {total:g} s for a whole body and {idle:g} s between "
+                "two of its pieces",
+            ) from None
+        yield chunk
+
+
 async def read_multipart(
     content_type: str,
     body: AsyncIterator[bytes],
@@ -105,67 +140,9 @@ async def read_multipart(
     boundary = options.get(b"boundary")
     if not boundary:
         raise FormError(400, "multipart/form-data request without a boundary in its Content-Type")
-    form = UploadForm()
-    state = _PartState()
-
-    def on_part_begin() -> None:
-        state.reset()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state.header_name += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state.header_value += data[start:end]
-
-    def on_header_end() -> None:
-        state.headers[state.header_name.decode("latin-1").lower()] = state.header_value.decode("latin-1")
-        state.header_name, state.header_value = b"", b""
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(state.headers.get("content-disposition"))
-        if b"name" not in disposition:
-            raise FormError(400, "a multipart part has no name in its Content-Disposition header")
-        state.name = disposition[b"name"].decode("utf-8", "replace")
-        if b"filename" in disposition:
-            if len(form.files) >= max_files or state.name in form.files:
-                raise FormError(400, f"at most {max_files} file part(s) are accepted")
-            filename = disposition[b"filename"].decode("utf-8", "replace")
-            spool = SpooledTemporaryFile(max_size=spool_bytes, dir=temp_dir)  # noqa: SIM115 (closed by UploadForm)
-            state.file = UploadedFile(state.name, filename, state.headers.get("content-type"), spool)
-            form.files[state.name] = state.file
-        else:
-            if len(form.fields) >= max_fields:
-                raise FormError(400, f"too many form fields (at most {max_fields})")
-            state.file = None
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
-        if state.file is not None:
-            state.file.file.write(chunk)
-            state.file.size += len(chunk)
-        else:
-            state.data += chunk
-            if len(state.data) > max_field_bytes:
-                raise FormError(400, f"form field {state.name!r} is longer than {max_field_bytes} bytes", state.name)
-
-    def on_part_end() -> None:
-        if state.file is not None:
-            state.file.file.seek(0)
-        else:
-            form.fields[state.name] = state.data.decode("utf-8", "replace")
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-        },
-    )
+    limits = _PartLimits(max_fields, max_field_bytes, max_files, spool_bytes, temp_dir)
+    collector = _MultipartCollector(limits)
+    parser = MultipartParser(boundary, collector.callbacks())
     received = 0
     try:
         async for chunk in body:
@@ -175,23 +152,37 @@ async def read_multipart(
             parser.write(chunk)
         parser.finalize()
     except FormParserError:
-        form.close()
+        collector.form.close()
         raise FormError(400, "the multipart/form-data body is malformed") from None
     except BaseException:
-        form.close()
+        collector.form.close()
         raise
-    return form
+    return collector.form
+
+
+#: A url-encoded form carries only short text fields; it is held in memory, so it is kept small.
+MAX_URLENCODED_BYTES = 64 * 1024
 
 
 async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fields: int = 32) -> UploadForm:
-    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id)."""
+    """Parse an ``application/x-www-form-urlencoded`` body (text fields only, e.g. a sample id).
+
+    The body is held in memory, so it may have at most ``min(max_bytes, 64 KiB)``.
+    """
     from urllib.parse import parse_qsl
 
+    limit = min(max_bytes, MAX_URLENCODED_BYTES)
     received = bytearray()
     async for chunk in body:
         received += chunk
-        if len(received) > max_bytes:
-            raise FormError(413, _limit_message(max_bytes))
+        if len(received) > limit:
+            if limit == max_bytes:
+                raise FormError(413, _limit_message(max_bytes))
+            raise FormError(
+                413,
+                f"a url-encoded form may have at most {limit:,} bytes (text fields only); send an image as "
+                "multipart/form-data",
+            )
     try:
         pairs = parse_qsl(received.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
@@ -201,16 +192,85 @@ async def read_urlencoded(body: AsyncIterator[bytes], *, max_bytes: int, max_fie
     return UploadForm(fields=dict(pairs))
 
 
-class _PartState:
-    """What the parser has seen of the current part."""
+@dataclass(frozen=True)
+class _PartLimits:
+    """Limits on the parts of one multipart body, and where large file parts go."""
 
-    def __init__(self) -> None:
-        self.reset()
+    max_fields: int
+    max_field_bytes: int
+    max_files: int
+    spool_bytes: int
+    temp_dir: Path
 
-    def reset(self) -> None:
+
+class _MultipartCollector:
+    """The parser's callbacks: collects text fields and file parts into :attr:`form`, within the limits.
+
+    A part's headers arrive first (name and value in pieces), then its data in pieces; a part
+    with a ``filename`` is a file (spooled to the temp dir beyond ``spool_bytes``), any other a
+    short text field.
+    """
+
+    def __init__(self, limits: _PartLimits) -> None:
+        self.limits = limits
+        self.form = UploadForm()
+        self.on_part_begin()
+
+    def callbacks(self) -> MultipartCallbacks:
+        names = ("on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
+                 "on_header_end", "on_headers_finished")  # fmt: skip
+        return cast("MultipartCallbacks", {name: getattr(self, name) for name in names})
+
+    def on_part_begin(self) -> None:
         self.headers: dict[str, str] = {}
         self.header_name = b""
         self.header_value = b""
         self.name = ""
         self.data = b""
         self.file: UploadedFile | None = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_name.decode("latin-1").lower()] = self.header_value.decode("latin-1")
+        self.header_name, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self.headers.get("content-disposition"))
+        if b"name" not in disposition:
+            raise FormError(400, "a multipart part has no name in its Content-Disposition header")
+        self.name = disposition[b"name"].decode("utf-8", "replace")
+        if b"filename" in disposition:
+            self._begin_file(disposition[b"filename"].decode("utf-8", "replace"))
+        elif len(self.form.fields) >= self.limits.max_fields:
+            raise FormError(400, f"too many form fields (at most {self.limits.max_fields})")
+
+    def _begin_file(self, filename: str) -> None:
+        limits = self.limits
+        if len(self.form.files) >= limits.max_files or self.name in self.form.files:
+            raise FormError(400, f"at most {limits.max_files} file part(s) are accepted")
+        spool = SpooledTemporaryFile(max_size=limits.spool_bytes, dir=str(limits.temp_dir))  # noqa: SIM115 (closed by UploadForm)
+        self.file = UploadedFile(self.name, filename, self.headers.get("content-type"), spool)
+        self.form.files[self.name] = self.file
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.file is not None:
+            self.file.file.write(chunk)
+            self.file.size += len(chunk)
+            return
+        self.data += chunk
+        if len(self.data) > self.limits.max_field_bytes:
+            raise FormError(
+                400, f"form field {self.name!r} is longer than {self.limits.max_field_bytes} bytes", self.name
+            )
+
+    def on_part_end(self) -> None:
+        if self.file is not None:
+            self.file.file.seek(0)
+        else:
+            self.form.fields[self.name] = self.data.decode("utf-8", "replace")

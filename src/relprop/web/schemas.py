@@ -105,6 +105,10 @@ class ExplainResult(BaseModel):
     relevance: RelevanceSummary
     images: ResultImages
     notes: list[str]
+    caveats: list[str] = Field(
+        default_factory=list,
+        description="Ways in which the input is clearly unlike what the model was made for (its answer says little).",
+    )
     seconds: float = Field(description="Time spent decoding, explaining and drawing (queueing excluded).")
 
 
@@ -148,6 +152,8 @@ class SampleInfo(BaseModel):
 
 
 class ServerStatus(BaseModel):
+    reading: int = Field(description="Request bodies arriving now (they take no place in the queue).")
+    max_uploads: int
     running: int
     waiting: int
     max_concurrent: int

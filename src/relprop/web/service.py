@@ -2,17 +2,25 @@
 
 Memory stays bounded under load because work is admitted, not just queued:
 
-* at most ``max_concurrent`` explanations run at once, on as many worker threads of the
-  service's own, each with its own *slot* — a private copy of every model (the engine's hooks
-  and plans belong to one model instance and one call, so two threads must not share an
-  instance) with a small cache of prepared explainers;
-* at most ``max_queue`` further requests wait for a slot; a request beyond that is refused at
-  once with 503 (before its body is read), so the memory in use is bounded by
-  ``(max_concurrent + max_queue) × max_upload_bytes`` for bodies plus ``max_concurrent``
-  decoded images and explanations.
+* at most ``max_uploads`` request bodies are read at once (each held in memory up to the
+  app's ``spool_bytes``, beyond that in its private temp dir, never more than
+  ``max_upload_bytes``); a request beyond that is refused at once with 503, before its body
+  is read. A body takes no place in the explanation queue while it arrives, so slow uploads
+  cannot lock out other requests;
+* a request whose body has arrived and passed validation takes a place: at most
+  ``max_concurrent`` explanations run at once, on as many worker threads of the service's
+  own, each with its own *slot* — a private copy of every model (the engine's hooks and plans
+  belong to one model instance and one call, so two threads must not share an instance) with
+  a small cache of prepared explainers;
+* at most ``max_queue`` further requests wait for a slot; a request beyond that is refused
+  with 503, so bodies held for the queue are bounded by
+  ``(max_concurrent + max_queue) × max_upload_bytes``.
 
 Decoding an upload happens inside the slot, so at most ``max_concurrent`` images are decoded
-at a time.
+at a time; before preprocessing allocates anything, the picture it would make is checked
+against ``max_pixels`` (an extreme aspect ratio padded to a square or resized by its shorter
+side would otherwise cost gigabytes). An explanation holding NaN or Inf is an error (422),
+never a result.
 """
 
 from __future__ import annotations
@@ -38,11 +46,13 @@ from torch import nn
 from .. import composites as _composites
 from .. import methods as _methods
 from .. import viz
-from ..engine import Explainer, _model_device
-from ..engine import explain as explain_fn
+from ..api import explain as explain_fn
+from ..engine import Explainer, model_device
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
+from ..finite import check_finite
 from ..images import ImageInput, ImageReadError, read_image_bytes
+from ..models.inputs import model_input
 from ..models.loading import ModelBundle
 from .samples import samples
 from .schemas import (
@@ -114,7 +124,8 @@ DISPLAY_SIZE = 256
 
 
 class ServerBusyError(Exception):
-    """No room: ``max_concurrent`` explanations run and ``max_queue`` wait (answer 503)."""
+    """No room: ``max_concurrent`` explanations run and ``max_queue`` wait, or ``max_uploads``
+    bodies are being read (answer 503)."""
 
 
 class RequestError(Exception):
@@ -161,7 +172,7 @@ def probe_model(name: str, bundle: ModelBundle) -> LoadedModel:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return _model_device(model) or torch.device("cpu")
+    return model_device(model) or torch.device("cpu")
 
 
 @dataclass
@@ -198,6 +209,8 @@ class ExplainService:
         Seconds a request waits for a slot before it is answered 503.
     explainer_cache
         Prepared explainers kept per slot (each holds its modified weights).
+    max_uploads
+        Request bodies read at the same time; more get :class:`ServerBusyError` before reading.
     """
 
     def __init__(
@@ -208,12 +221,14 @@ class ExplainService:
         max_pixels: int = 16_000_000,
         queue_timeout: float = 60.0,
         explainer_cache: int = 4,
+        max_uploads: int = 32,
     ) -> None:
         if not models:
             raise ConfigurationError("the web app needs at least one model.")
-        if max_concurrent < 1 or max_queue < 0:
+        if max_concurrent < 1 or max_queue < 0 or max_uploads < 1:
             raise ConfigurationError(
-                f"concurrency must be >= 1 and the queue >= 0, got {max_concurrent} and {max_queue}."
+                f"concurrency and uploads must be >= 1 and the queue >= 0, got {max_concurrent}, {max_uploads} and "
+                f"{max_queue}."
             )
         self.models = dict(models)
         self.default_model = next(iter(self.models))
@@ -222,6 +237,7 @@ class ExplainService:
         self.max_pixels = max_pixels
         self.queue_timeout = queue_timeout
         self.explainer_cache = explainer_cache
+        self.max_uploads = max_uploads
         self._slots: queue.Queue[_Slot] = queue.Queue()
         for k in range(max_concurrent):
             copies = {
@@ -231,6 +247,7 @@ class ExplainService:
         self._workers = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="relprop-explain")
         self._lock = threading.Lock()
         self.admitted = 0
+        self.reading = 0
         self.running = 0
         self.completed = 0
         self.rejected = 0
@@ -239,6 +256,22 @@ class ExplainService:
         self.peak_admitted = 0
 
     # -- admission ---------------------------------------------------------------------------------
+    def begin_reading(self) -> None:
+        """Take one of the ``max_uploads`` places for reading a request body, or raise :class:`ServerBusyError`."""
+        with self._lock:
+            if self.reading >= self.max_uploads:
+                self.rejected += 1
+                raise ServerBusyError(
+                    f"the server is busy: {self.reading} uploads are arriving, its limit (--max-uploads "
+                    f"{self.max_uploads}); retry in a moment"
+                )
+            self.reading += 1
+
+    def end_reading(self) -> None:
+        """Give back the place taken by :meth:`begin_reading`."""
+        with self._lock:
+            self.reading -= 1
+
     def admit(self) -> None:
         """Take a place (running or waiting) for one request, or raise :class:`ServerBusyError`."""
         with self._lock:
@@ -258,8 +291,11 @@ class ExplainService:
             self.admitted -= 1
 
     def status(self) -> dict[str, int]:
+        """Counts for ``GET /api/status``: bodies arriving, explanations running and waiting, totals."""
         with self._lock:
             return {
+                "reading": self.reading,
+                "max_uploads": self.max_uploads,
                 "running": self.running,
                 "waiting": self.admitted - self.running,
                 "max_concurrent": self.max_concurrent,
@@ -410,12 +446,12 @@ class ExplainService:
             assert form.sample is not None
             sample = samples()[form.sample]
             item = ImageInput(Path(sample.id), sample.load())  # a label for notes; never opened
-        notes = list(item.notes)
-        if bundle.channels == 3 and item.image.mode == "L":
-            notes.append("grey-level image repeated on three channels for an RGB model")
-        elif bundle.channels == 1 and item.image.mode == "RGB" and bundle.name != "digits":  # digits: by design
-            notes.append("colour image converted to grey for a one-channel model")
-        x = bundle.preprocess(item.image).unsqueeze(0).to(_device_of(model))
+        try:
+            prepared = model_input(bundle, item.image, "upload", self.max_pixels, loaded.input_shape)
+        except ImageReadError as exc:
+            raise RequestError(422, str(exc), "image") from None
+        notes = list(item.notes) + prepared.notes
+        x = prepared.tensor.unsqueeze(0).to(_device_of(model))
         target = None if form.target == "predicted" else int(form.target)
         params = {k: v for k, v in self._params(form).items() if v is not None}
         composite = None
@@ -425,16 +461,18 @@ class ExplainService:
                 explainer = self._explainer(slot, name, model, loaded, composite, params)
                 result = explainer(x, target, top=form.score)
             else:
-                result = explain_fn(model, x, target, method=form.method)
+                result = explain_fn(model, x, target, method=form.method, nonfinite="report")
         except RelpropError:
             raise
         except RuntimeError as exc:
             first = first_line(exc)
             raise RequestError(422, f"model {name} failed on an input of shape {tuple(x.shape)} ({first})") from None
+        check_finite(result, 0, "upload" if upload is not None else f"sample {form.sample}")
         relevance = result.relevance[0].detach().to("cpu", torch.float32)
         picture = bundle.display(x[0].detach().cpu())
         heat, overlay = _draw(picture, relevance, form.clip_percentile)
         summary = self._summarise(loaded, form, composite, params, result, relevance, notes)
+        summary["caveats"] = prepared.caveats
         heat_png = _png(heat)
         summary["images"] = ResultImages(
             input=_data_url(_png(_enlarge(picture))), heatmap=_data_url(heat_png), overlay=_data_url(_png(overlay))
@@ -460,7 +498,7 @@ class ExplainService:
         arguments: dict[str, Any] = dict(params)
         if "low" in accepted:
             arguments.update(low=loaded.bundle.low.view(-1), high=loaded.bundle.high.view(-1))
-        explainer = Explainer(model, composite, **arguments)
+        explainer = Explainer(model, composite, nonfinite="report", **arguments)  # check_finite names the upload
         slot.explainers[key] = explainer
         while len(slot.explainers) > self.explainer_cache:
             slot.explainers.popitem(last=False)

@@ -183,6 +183,7 @@ class Panel {
       this.node.dataset.state = "ready";
     } catch (error) {
       if (error.name === "AbortError") return;
+      this.clear();  // the previous picture's heatmap and prediction must not stand under this error
       const box = this.role("error");
       box.textContent = error.message;
       box.hidden = false;
@@ -192,10 +193,28 @@ class Panel {
     }
   }
 
+  clear() {
+    this.result = null;
+    for (const role of ["input", "heatmap", "overlay"]) this.role(role).removeAttribute("src");
+    this.role("input-caption").textContent = "what the model saw";
+    for (const role of ["scale-top", "scale-bottom", "notes"]) this.role(role).textContent = "";
+    for (const role of ["top", "ledger", "layers", "caveats"]) this.role(role).replaceChildren();
+    this.role("caveat").hidden = true;
+    const png = this.role("download-png");
+    png.removeAttribute("href");
+    png.classList.add("disabled");
+    this.role("download-npy").disabled = true;
+  }
+
   show(result) {
     this.result = result;
     this.role("error").hidden = true;
     this.role("input").src = result.images.input;
+    const shape = result.relevance.shape;
+    this.role("input-caption").textContent =
+      `what the model saw: ${shape.slice(1).join("×")} ${shape[0] === 1 ? "grey" : "colour"}`;
+    this.role("caveats").replaceChildren(...result.caveats.map((c) => el("li", {text: c})));
+    this.role("caveat").hidden = result.caveats.length === 0;
     this.role("heatmap").src = result.images.heatmap;
     this.role("overlay").src = result.images.overlay;
     this.role("scale-top").textContent = `+${fmt(result.relevance.scale, 3)}`;

@@ -1,9 +1,7 @@
-r"""LRP rules: one small object per rule.
+r"""Rules for linear operations: convolutions, transposed convolutions, dense layers, and the
+affine operations with a constant term (residual sums, average pooling, batch normalisation).
 
-relprop propagates relevance in the *Input×Gradient* form: every tensor ``t`` of the
-forward pass carries a modified gradient ``g_t`` and its relevance is ``R_t = t ⊙ g_t``.
-A rule changes the backward step of one operation. For a linear layer
-``y = W ⋆ x + b`` every rule below follows the four steps of the generic rule
+For a linear layer ``y = W ⋆ x + b`` every rule below follows the four steps of the generic rule
 
 .. math::
 
@@ -12,96 +10,60 @@ A rule changes the backward step of one operation. For a linear layer
     c_j = \sum_k \rho(w_{jk})\, s_k,\qquad
     R_j = a_j c_j,
 
-with ``R_k = y_k g_k`` the relevance arriving at the layer's output. Rules whose
-relevance is a multiple of the input (``R_j = a_j c_j``) hand ``g_x = c`` down the
-backward pass; the others (z^B, flat, w²) produce the relevance directly.
+with ``R_k = y_k g_k`` the relevance arriving at the layer's output. Rules whose relevance is a
+multiple of the input (``R_j = a_j c_j``) hand ``g_x = c`` down the backward pass; the others
+(z^B, flat, w²) produce the relevance directly. The arithmetic is plain tensor code
+(``prepare`` / ``propagate``) that can be read and tested on its own; ``forward`` attaches it to
+one layer call through :class:`ModifiedLinear`, or — for LRP-0 and LRP-ε, which are the ordinary
+gradient times a factor on the layer's output — through :class:`OutputFactor`.
+
+Two plan passes (see :mod:`relprop.engine.plan`) let a layer share work with its neighbours: a
+batch norm right after it is folded into its weights (:class:`FoldedBatchNorm` stands in for the
+batch norm), and a ReLU that alone consumes its output carries its output-side step
+(:class:`~relprop.rules.elementwise.FusedRectify`).
 
 Stabilisers are sign-aware: ``stab(z) = z + ε·sign(z)`` with ``sign(0) = +1``, so a
 denominator never crosses zero.
-
-The rules' arithmetic lives here as plain tensor functions (``propagate``) so that it can
-be read and tested on its own; :mod:`relprop.engine` decides where each rule applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigurationError
-from .ops import LinearOp
+from ..errors import ConfigurationError, GraphChangedError
+from ..ledger import LedgerEntry
+from ..ops import LinearOp
+from ..params import NON_NEGATIVE, Spec
+from .base import Rule, per_sample_dot, per_sample_sum, register, safe_divide, stabilize
+
+if TYPE_CHECKING:
+    from ..engine.call import Call, DirectRelevance
+    from ..engine.plan import OpRecord
 
 __all__ = [
     "AlphaBetaRule",
-    "AttentionRule",
     "EpsilonRule",
     "FlatRule",
-    "FunctionRule",
+    "FoldedBatchNorm",
     "GammaRule",
-    "GradientRule",
     "Hints",
     "LRP0Rule",
     "LinearRule",
     "ModifiedWeightRule",
     "NormRule",
-    "NormalizationRule",
-    "PassRule",
-    "ProductRule",
     "Propagation",
-    "ProportionalMaxPoolRule",
-    "Rule",
-    "SoftmaxRule",
-    "StopRule",
     "WSquareRule",
-    "WinnerTakesAllRule",
     "ZBoxRule",
     "ZPlusRule",
-    "stabilize",
+    "batchnorm_scale_shift",
+    "channel_constant_relevance",
+    "expand_bound",
 ]
-
-LINEAR_KINDS = frozenset({"conv", "conv_transpose", "linear"})
-
-
-def stabilize(z: Tensor, epsilon: float) -> Tensor:
-    """Return ``z + ε·sign(z)`` with ``sign(+0) = +1``: the sign-aware stabilised denominator.
-
-    Computed as ``copysign(|z| + ε, z)`` in one fresh buffer (large fresh allocations are what
-    element-wise work costs on CPU). A negative zero counts as negative; the rules only divide
-    by a zero denominator where the numerator is zero too, so the sign of that zero never shows.
-    """
-    if epsilon == 0.0:
-        return z
-    return z.abs().add_(epsilon).copysign_(z)
-
-
-def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
-    """Divide element-wise, returning 0 where the denominator is 0 (instead of NaN or ±inf)."""
-    zero = denominator == 0
-    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, 1, denominator))
-
-
-def per_sample_sum(t: Tensor) -> Tensor:
-    """Sum all but the first (batch) dimension."""
-    return t.reshape(t.shape[0], -1).sum(1)
-
-
-def per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
-    """Return ``Σ a ⊙ b`` per sample without materialising the product.
-
-    On CPU one ``torch.dot`` per sample is several times faster than a batched matrix
-    product or ``(a * b).sum()`` for activation-sized tensors.
-    """
-    n = a.shape[0]
-    if a.shape != b.shape or not (a.is_contiguous() and b.is_contiguous()):
-        return per_sample_sum(a * b)
-    a2, b2 = a.reshape(n, -1), b.reshape(n, -1)
-    if a.device.type == "cpu":
-        return torch.stack([torch.dot(a2[i], b2[i]) for i in range(n)])
-    return torch.linalg.vecdot(a2, b2)
 
 
 def channel_constant_relevance(s: Tensor, constant: Tensor | None, op: LinearOp) -> Tensor | None:
@@ -149,56 +111,15 @@ class Hints:
 Prepared = dict[str, Any]
 
 
-class Rule:
-    """Base class: a rule decides how relevance passes one kind of operation.
-
-    Subclasses list the operation kinds they apply to in ``kinds`` (see
-    :func:`relprop.ops.classify`); a composite entry whose rule does not apply to an
-    operation's kind is skipped for that operation.
-    """
-
-    kinds: ClassVar[frozenset[str]] = frozenset()
-    #: Short name shown in ledgers and rule tables.
-    label: ClassVar[str] = "rule"
-
-    def supports(self, kind: str) -> bool:
-        """Return whether the rule can be applied to an operation of this kind."""
-        return kind in self.kinds
-
-    def params(self) -> dict[str, Any]:
-        """Return the rule's parameters (for display)."""
-        return {}
-
-    def describe(self) -> str:
-        """One-line description with parameters, e.g. ``gamma(gamma=0.25)``."""
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
-        return f"{self.label}({params})" if params else self.label
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
-        return f"{type(self).__name__}({params})"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"tensor{tuple(value.shape)}" if value.numel() > 1 else f"{value.item():g}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value)
-
-
-# --- linear layers -------------------------------------------------------------------------------
 class LinearRule(Rule):
     """Base class for rules on convolutions, transposed convolutions and dense layers.
 
     ``prepare`` computes the modified parameters once (the engine caches them until the
-    weights change); ``propagate`` does one backward step. Both are plain tensor code.
+    weights change); ``propagate`` does one backward step. Both are plain tensor code;
+    :meth:`forward` attaches them to one layer call.
     """
 
-    kinds = LINEAR_KINDS
-    #: True for rules that are the ordinary gradient times a factor on the layer's output
-    #: (LRP-0, LRP-ε); the engine then keeps the framework's own backward kernels.
-    output_factor_only: ClassVar[bool] = False
+    applies_to: ClassVar[tuple[str, ...]] = ("layer",)
     #: True when the rule's relevance is ``x ⊙ c`` (it can be handed down as a gradient).
     multiplicative: ClassVar[bool] = True
 
@@ -217,6 +138,33 @@ class LinearRule(Rule):
     ) -> Propagation:
         """Propagate ``R_y = y ⊙ grad`` from the layer output ``y`` to its input ``x``."""
         raise NotImplementedError
+
+    def forward(self, call: Call) -> Tensor:
+        """The layer computed with the (batch-norm folded) weights; backward through :meth:`propagate`."""
+        bound = call.bound
+        record = call.record
+        op = LinearOp.from_call(call.kind.name, call.func, bound)
+        x, weight, bias = bound["input"], bound["weight"], bound["bias"]
+        prepared = call.weights.prepared(record, self, weight, bias, op, call.folded_batch_norm)
+        proxy = None
+        if record.relu_proxy is not None:
+            proxy = ProxyHolder()
+            call.hand_over(record.relu_proxy, proxy)
+        bundle = LinearBundle(
+            op=op,
+            rule=self,
+            prepared=prepared,
+            entry=call.entry,
+            proxy=proxy,
+            input_is_model_input=call.is_model_input(x),
+            direct=call.direct,
+            input_nonnegative=True if record.input_nonnegative else None,
+        )
+        y = ModifiedLinear.apply(x, bundle)
+        if record.merge_bn is not None:
+            # The batch norm after this layer is folded into its weights: y is already its output.
+            call.hand_over(record.merge_bn, LayerOutput(y, record, None, op, bias))
+        return y  # type: ignore[no-any-return]
 
 
 def _cached(prepared: Prepared, name: str, key: tuple[Any, ...], compute: Any) -> Tensor:
@@ -237,6 +185,7 @@ def _lazy(prepared: Prepared, name: str, compute: Any) -> Tensor:
     return value  # type: ignore[no-any-return]
 
 
+@register
 class EpsilonRule(LinearRule):
     r"""LRP-ε: :math:`R_j = \sum_k \frac{a_j w_{jk}}{\epsilon + \sum_{0,j} a_j w_{jk}} R_k`.
 
@@ -244,8 +193,8 @@ class EpsilonRule(LinearRule):
     noisy explanations. ``ε = 0`` is LRP-0. In the gradient form the rule is the ordinary
     gradient with the output-side factor ``y / stab(y)``, so it costs one element-wise
     product more than Gradient×Input. Besides dense and convolutional layers it applies to
-    every other linear operation with an optional constant term: residual sums, average
-    pooling and batch normalisation that could not be merged into a layer.
+    every other linear operation with an optional constant term (the ``affine`` kinds):
+    residual sums, average pooling and batch normalisation that could not be merged into a layer.
 
     Parameters
     ----------
@@ -253,13 +202,10 @@ class EpsilonRule(LinearRule):
         Stabiliser added to the denominator with the sign of the denominator.
     """
 
-    kinds = LINEAR_KINDS | {"add", "avgpool", "batchnorm"}
-    output_factor_only = True
+    applies_to: ClassVar[tuple[str, ...]] = ("layer", "affine")
     label = "epsilon"
 
     def __init__(self, epsilon: float = 1e-6) -> None:
-        if not epsilon >= 0:
-            raise ConfigurationError(f"epsilon must be >= 0, got {epsilon!r}; pass a non-negative float.")
         self.epsilon = float(epsilon)
 
     def params(self) -> dict[str, Any]:
@@ -291,7 +237,75 @@ class EpsilonRule(LinearRule):
             grad=op.vjp(s, prepared["weight"], x), bias_relevance=channel_constant_relevance(s, bias, op)
         )
 
+    def forward(self, call: Call) -> Tensor:
+        """The operation computed natively, with the factor ``y / stab(y)`` on its output gradient.
 
+        The framework's own backward kernels do the rest (``Wᵀ`` for a layer, the sum's or the
+        pooling's transpose), so LRP-ε costs one element-wise pass more than the gradient.
+        """
+        if call.kind.positional:
+            return self._layer_forward(call)
+        return _AFFINE_FORWARD.get(call.kind.name, _affine_forward)(self, call)
+
+    def _layer_forward(self, call: Call) -> Tensor:
+        record = call.record
+        bias = call.bound["bias"]
+        op = LinearOp.from_call(call.kind.name, call.func, call.bound)
+        y: Tensor = call.native()
+        if record.merge_bn is not None:
+            # The batch norm after the layer applies the factor at its own output (see FoldedBatchNorm).
+            call.hand_over(record.merge_bn, LayerOutput(y, record, self, op, bias))
+            return y
+        constant = None if bias is None else bias.detach()
+        return attach_factor(call, record, y, self, call.entry, constant, op)
+
+    def _pool_forward(self, call: Call) -> Tensor:
+        return attach_factor(call, call.record, call.native(), self, call.entry, None, None)
+
+    def _batchnorm_forward(self, call: Call) -> Tensor:
+        scale, shift = batchnorm_affine(call.bound)
+        record = call.record
+        if record.relu_proxy is None and (call.ledger or self.epsilon != 0.0):
+            spec = FactorSpec(self, call.entry, shift.reshape(-1), _CHANNEL_OP)
+            return AffineWithFactor.apply(call.bound["input"], scale, shift, spec)  # type: ignore[no-any-return]
+        return attach_factor(call, record, call.native(), self, call.entry, shift.reshape(-1), _CHANNEL_OP)
+
+
+def _sum_forward(rule: EpsilonRule, call: Call) -> Tensor:
+    """A sum: of several signals (residual connections), or of a signal and a constant (``x + c``)."""
+    y: Tensor = call.native()
+    return _with_constant(rule, call, y, call.constant_part() if len(call.carrying) < 2 else None)
+
+
+def _affine_forward(rule: EpsilonRule, call: Call) -> Tensor:
+    """Any other affine operation ``y = A(x) + c``: ``c`` is the operation with its signals at 0."""
+    y: Tensor = call.native()
+    constant = call.constant_part()
+    return _with_constant(rule, call, y, constant if constant is not None and bool(constant.any()) else None)
+
+
+def _with_constant(rule: EpsilonRule, call: Call, y: Tensor, constant: Tensor | None) -> Tensor:
+    if constant is not None and not bool(torch.isfinite(constant).all()):
+        # An additive attention mask with -inf: no gradient reaches those entries; keep the
+        # factor and the ledger free of inf / inf and -inf · 0.
+        entry = call.entry
+        if entry is None and rule.epsilon == 0.0:
+            return y
+        zero = torch.zeros((), dtype=constant.dtype, device=constant.device)
+        finite = torch.where(torch.isfinite(constant), constant, zero)
+        spec = FactorSpec(rule, entry, None, None, finite, finite_only=True)
+        return OutputFactor.apply(y, spec)  # type: ignore[no-any-return]
+    return attach_factor(call, call.record, y, rule, call.entry, None, None, constant)
+
+
+_AFFINE_FORWARD: dict[str, Callable[[EpsilonRule, Call], Tensor]] = {
+    "avgpool": EpsilonRule._pool_forward,
+    "batchnorm": EpsilonRule._batchnorm_forward,
+    "add": _sum_forward,
+}
+
+
+@register
 class LRP0Rule(EpsilonRule):
     r"""LRP-0: :math:`R_j = \sum_k \frac{a_j w_{jk}}{\sum_{0,j} a_j w_{jk}} R_k`.
 
@@ -307,6 +321,7 @@ class LRP0Rule(EpsilonRule):
         return {}
 
 
+@register
 class NormRule(EpsilonRule):
     r"""Proportional redistribution for parameter-free linear operations.
 
@@ -315,8 +330,10 @@ class NormRule(EpsilonRule):
     :class:`EpsilonRule` with a small stabiliser, named for what it does on these operations.
     """
 
-    kinds = frozenset({"add", "avgpool", "batchnorm"})
+    applies_to: ClassVar[tuple[str, ...]] = ("affine",)
     label = "norm"
+    # The stabiliser is LRP-ε's ε here: 0 is the plain gradient, no division.
+    parameter_ranges: ClassVar[dict[str, Spec]] = {"stabilizer": NON_NEGATIVE}
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         super().__init__(epsilon=stabilizer)
@@ -357,6 +374,7 @@ def _sum_relevance(
     return first + sign * second
 
 
+@register
 class GammaRule(LinearRule):
     r"""LRP-γ: :math:`\rho(w) = w + \gamma w^+`, favouring positive contributions.
 
@@ -383,8 +401,6 @@ class GammaRule(LinearRule):
     label = "gamma"
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
-        if not gamma >= 0:
-            raise ConfigurationError(f"gamma must be >= 0, got {gamma!r}; pass a non-negative float.")
         self.gamma = float(gamma)
         self.stabilizer = float(stabilizer)
 
@@ -449,6 +465,7 @@ class GammaRule(LinearRule):
         return Propagation(grad=grad_x, bias_relevance=bias_rel)
 
 
+@register
 class AlphaBetaRule(LinearRule):
     r"""LRP-αβ: positive and negative contributions weighted separately.
 
@@ -471,16 +488,6 @@ class AlphaBetaRule(LinearRule):
     label = "alpha-beta"
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
-        if alpha < 0 or beta < 0:
-            raise ConfigurationError(
-                f"alpha and beta must be >= 0, got alpha={alpha!r}, beta={beta!r}; choose beta >= 0 and "
-                "alpha = beta + 1."
-            )
-        if abs((alpha - beta) - 1.0) > 1e-12:
-            raise ConfigurationError(
-                f"the alpha-beta rule needs alpha = beta + 1 to conserve relevance, got alpha={alpha!r}, "
-                f"beta={beta!r}; set alpha={beta + 1!r}."
-            )
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.stabilizer = float(stabilizer)
@@ -538,6 +545,7 @@ class AlphaBetaRule(LinearRule):
         return Propagation(grad=grad_x, bias_relevance=_sum_relevance(s_pos, b_pos, s_neg, b_neg, op, -1.0))
 
 
+@register
 class ZPlusRule(AlphaBetaRule):
     r"""LRP-z⁺ (Deep Taylor's rule for ReLU layers): the αβ rule with α = 1, β = 0.
 
@@ -586,6 +594,7 @@ def _bound_key(bound: float | Tensor | None) -> Any:
     return bound
 
 
+@register
 class ZBoxRule(LinearRule):
     r"""LRP-z^B (box rule) for an input layer whose values lie in ``[l, h]`` (pixels).
 
@@ -664,6 +673,7 @@ class ZBoxRule(LinearRule):
         return Propagation(relevance=relevance)
 
 
+@register
 class FlatRule(LinearRule):
     r"""LRP-flat: relevance spread uniformly over each output's receptive field.
 
@@ -701,6 +711,7 @@ class FlatRule(LinearRule):
         return Propagation(relevance=op.vjp(s, ones_w, x))
 
 
+@register
 class WSquareRule(LinearRule):
     r"""LRP-w²: :math:`R_i = \sum_j \frac{w_{ij}^2}{\sum_i w_{ij}^2} R_j`, independent of the input.
 
@@ -748,6 +759,7 @@ class WSquareRule(LinearRule):
         return Propagation(relevance=op.vjp(s, w2, x), bias_relevance=channel_constant_relevance(s, b2, op))
 
 
+@register
 class ModifiedWeightRule(LinearRule):
     r"""The generic rule with any weight modifier ρ, computed by the four-step recipe.
 
@@ -765,6 +777,8 @@ class ModifiedWeightRule(LinearRule):
     name
         Label shown in ledgers.
     """
+
+    label = "modified-weight"
 
     def __init__(
         self,
@@ -801,176 +815,261 @@ class ModifiedWeightRule(LinearRule):
 
 
 # --- element-wise, pooling and products ------------------------------------------------------------
-class PassRule(Rule):
-    r"""Pass-through for element-wise activations: :math:`R_{in} = R_{out}` element by element.
 
-    What each activation gets: for ReLU, leaky ReLU and PReLU (piecewise linear through 0)
-    ``f(x)/x = f'(x)``, so this *is* the ordinary gradient and runs with PyTorch's own
-    kernels. For GELU, SiLU, Tanh, ELU, ReLU6/hardtanh, softplus and the others the gradient
-    is replaced by ``f(x) / stab(x)``; at ``x = 0`` an activation with ``f(0) ≠ 0``
-    (sigmoid, softplus) cannot hand relevance to its input, and the ledger records that
-    loss. Sigmoid-like *gates* are better treated by :class:`ProductRule`.
+
+# --- attaching the rules to one call ---------------------------------------------------------------
+@dataclass
+class FactorSpec:
+    """An output-side factor ``g ⊙ y / stab(y)`` (LRP-0/ε/norm) and its bookkeeping.
+
+    ``channel_constant`` is a per-channel constant term of ``y`` (bias) with ``channel_op``
+    telling which dimension is the channel; ``full_constant`` a constant broadcastable to ``y``.
     """
 
-    kinds = frozenset({"relu", "activation"})
-    label = "pass"
+    rule: EpsilonRule
+    entry: LedgerEntry | None
+    channel_constant: Tensor | None = None
+    channel_op: LinearOp | None = None
+    full_constant: Tensor | None = None
+    #: Applied to the output of the ReLU that alone consumes the layer's output (see ProxyHolder):
+    #: the incoming gradient is not yet masked by the ReLU there.
+    after_relu: bool = False
+    #: ``y`` may hold ±inf (an additive -inf attention mask) where the gradient is 0: those entries
+    #: hand on and record nothing.
+    finite_only: bool = False
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
-        self.stabilizer = float(stabilizer)
+    def constant_relevance(self, scaled_grad: Tensor) -> Tensor | None:
+        if self.channel_constant is not None:
+            assert self.channel_op is not None
+            return channel_constant_relevance(scaled_grad, self.channel_constant, self.channel_op)
+        if self.full_constant is not None:
+            return per_sample_sum(scaled_grad * self.full_constant)
+        return None
 
 
-class GradientRule(Rule):
-    """Use the operation's ordinary gradient (Gradient×Input semantics for this operation).
+def record_factor(spec: FactorSpec, y: Tensor, grad: Tensor, scaled: Tensor) -> None:
+    """Write the ledger of an output-factor rule: ``in = Σ (y - c) ⊙ g'``, ``out = Σ y ⊙ g``."""
+    if spec.entry is None:
+        return
+    out = per_sample_dot(y, grad)
+    kept = per_sample_dot(y, scaled)
+    bias = spec.constant_relevance(scaled)
+    spec.entry.add(out, kept if bias is None else kept - bias, bias)
 
-    Applies to any operation, including ones relprop has no rule for (give it by operation
-    name, e.g. ``(relprop.match.op("exp"), GradientRule())``). The ledger records the
-    relevance the operation creates or absorbs, so a non-conserving choice stays visible.
+
+class OutputFactor(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``y / stab(y)`` (LRP-ε on the layer below)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, spec: FactorSpec) -> Tensor:
+        ctx.spec = spec
+        ctx.save_for_backward(y)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        spec: FactorSpec = ctx.spec
+        if spec.finite_only:
+            finite = torch.isfinite(y)
+            y = torch.where(finite, y, torch.zeros((), dtype=y.dtype, device=y.device))
+            grad = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        scaled = spec.rule.output_factor(y, grad, nonnegative=spec.after_relu)
+        record_factor(spec, y, grad, scaled)
+        return scaled, None
+
+
+class AffineWithFactor(torch.autograd.Function):
+    """Per-channel affine map ``y = c ⊙ scale + shift`` (an eval-mode batch norm) with LRP-ε on the layer.
+
+    It keeps only its input ``c`` (as the batch norm itself would) and recomputes ``y`` in the
+    backward pass, instead of keeping ``y`` as well.
     """
 
-    kinds = frozenset(
-        {
-            "relu",
-            "activation",
-            "maxpool",
-            "unknown",
-            "mul",
-            "matmul",
-            "softmax",
-            "attention",
-            "layer_norm",
-            "rms_norm",
-            "normalize",
-            "statistic",
-            "div",
-            "merge",
-        }
+    @staticmethod
+    def forward(ctx: Any, c: Tensor, scale: Tensor, shift: Tensor, spec: FactorSpec) -> Tensor:
+        ctx.spec = spec
+        ctx.save_for_backward(c, scale, shift)
+        return torch.addcmul(shift, c, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        c, scale, shift = ctx.saved_tensors
+        spec: FactorSpec = ctx.spec
+        y = torch.addcmul(shift, c, scale)
+        scaled = spec.rule.output_factor(y, grad)
+        record_factor(spec, y, grad, scaled)
+        del y
+        return scaled.mul_(scale) if scaled is not grad else grad * scale, None, None, None
+
+
+class ProxyHolder:
+    """Receives the output of the ReLU that alone consumes a layer's output.
+
+    Where ``y ≤ 0`` the ReLU blocks the gradient, and where ``y > 0`` it equals ``relu(y)``,
+    so the rule can read ``relu(y)`` (kept alive by the ReLU's own backward anyway) instead of
+    keeping ``y``: this saves one activation tensor per layer.
+    """
+
+    __slots__ = ("tensor",)
+
+    def __init__(self) -> None:
+        self.tensor: Tensor | None = None
+
+
+@dataclass
+class LinearBundle:
+    """Everything the backward of a modified-weight rule needs for one layer call."""
+
+    op: LinearOp
+    rule: LinearRule
+    prepared: dict[str, Any]
+    entry: LedgerEntry | None
+    proxy: ProxyHolder | None
+    input_is_model_input: bool
+    direct: DirectRelevance
+    input_nonnegative: bool | None = None
+
+
+class ModifiedLinear(torch.autograd.Function):
+    """A parametric linear layer whose backward applies a modified-weight LRP rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, bundle: LinearBundle) -> Tensor:
+        weight, bias = bundle.prepared["weight"], bundle.prepared["bias"]
+        assert weight is not None
+        y = bundle.op.apply(x, weight, bias)
+        ctx.bundle = bundle
+        if bundle.proxy is None:
+            ctx.save_for_backward(x, y)
+        else:
+            ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+        bundle: LinearBundle = ctx.bundle
+        if bundle.proxy is None:
+            x, y = ctx.saved_tensors
+        else:
+            (x,) = ctx.saved_tensors
+            y = bundle.proxy.tensor
+            assert y is not None, "the ReLU after this layer did not run"
+            # The graph (and this node's ctx) lives until the whole backward ends; drop the
+            # reference now so the activation is freed as soon as autograd is done with it.
+            bundle.proxy.tensor = None
+        hints = Hints(output_after_relu=bundle.proxy is not None, input_nonnegative=bundle.input_nonnegative)
+        result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared, hints)
+        grad_x: Tensor | None
+        if result.grad is not None:
+            grad_x = result.grad
+            relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+        else:
+            relevance = result.relevance
+            assert relevance is not None
+            if bundle.input_is_model_input:
+                bundle.direct.add(relevance)
+                grad_x = None
+                relevance_in = per_sample_sum(relevance)
+            else:
+                # Hand the relevance on in gradient form; where x == 0 it cannot be carried,
+                # and the ledger records the loss.
+                grad_x = safe_divide(relevance, x)
+                relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+        if bundle.entry is not None:
+            assert relevance_in is not None
+            bundle.entry.add(per_sample_dot(y.contiguous(), grad.contiguous()), relevance_in, result.bias_relevance)
+        return grad_x, None
+
+
+def attach_factor(
+    call: Call,
+    owner: OpRecord,
+    y: Tensor,
+    rule: EpsilonRule,
+    entry: LedgerEntry | None,
+    channel_constant: Tensor | None,
+    channel_op: LinearOp | None,
+    full_constant: Tensor | None = None,
+) -> Tensor:
+    """Attach LRP-ε's output-side factor to ``y``, or hand it to the ReLU fused with ``owner``."""
+    if entry is None and rule.epsilon == 0.0:
+        return y  # LRP-0 without bookkeeping is the plain gradient
+    spec = FactorSpec(rule, entry, channel_constant, channel_op, full_constant)
+    if owner.relu_proxy is not None:
+        spec.after_relu = True
+        call.hand_over(owner.relu_proxy, spec)
+        return y
+    return OutputFactor.apply(y, spec)  # type: ignore[no-any-return]
+
+
+# --- batch normalisation -------------------------------------------------------------------------
+# A batch norm is a per-channel map: the channel dimension is the one of a convolution's output.
+_CHANNEL_OP = LinearOp(kind="conv")
+
+
+def batchnorm_scale_shift(
+    mean: Tensor, var: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
+    """An eval-mode batch norm as ``x ⊙ scale + shift`` (per channel, detached)."""
+    scale = torch.rsqrt(var.detach() + eps)
+    if weight is not None:
+        scale = scale * weight.detach()
+    shift = -mean.detach() * scale
+    if bias is not None:
+        shift = shift + bias.detach()
+    return scale, shift
+
+
+def batchnorm_affine(bound: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """Eval-mode batch norm as ``x ⊙ scale + shift``, both shaped to broadcast over channels."""
+    x = bound["input"]
+    scale, shift = batchnorm_scale_shift(
+        bound["running_mean"], bound["running_var"], bound["weight"], bound["bias"], bound["eps"]
     )
-    label = "gradient"
+    shape = (1, -1, *([1] * (x.dim() - 2)))
+    return scale.to(x.dtype).view(shape), shift.to(x.dtype).view(shape)
 
 
-class WinnerTakesAllRule(Rule):
-    """Max pooling: all relevance of a pooled output goes to the input that won the max."""
+@dataclass
+class LayerOutput:
+    """What a layer hands to the batch norm folded into it: its output and, for LRP-ε, its factor's parts."""
 
-    kinds = frozenset({"maxpool"})
-    label = "winner-takes-all"
+    output: Tensor
+    record: OpRecord
+    rule: EpsilonRule | None
+    op: LinearOp
+    bias: Tensor | None
 
 
-class ProportionalMaxPoolRule(Rule):
-    r"""Max pooling: relevance split over the window in proportion to the inputs.
+class FoldedBatchNorm(Rule):
+    """Stands in for a batch norm folded into the layer before it (assigned by the plan pass).
 
-    :math:`R_i = \sum_{w \ni i} \frac{x_i}{\mathrm{stab}(\sum_{j \in w} x_j)} R_w` — the
-    pooling treated like a sum over its window (as sum pooling is treated).
+    With a modified-weight rule the layer already computed with the folded weights, so its output
+    *is* the batch norm's output. With LRP-0/ε the layer ran natively: the batch norm runs here and
+    carries the layer's output factor, with the folded bias as the layer's constant term.
     """
 
-    kinds = frozenset({"maxpool"})
-    label = "proportional"
+    label = "folded-batch-norm"
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
-        self.stabilizer = float(stabilizer)
-
-
-class ProductRule(Rule):
-    """Element-wise or matrix product of two relevance-carrying tensors.
-
-    ``mode="uniform"`` splits the relevance of each product equally between the two factors
-    (AttnLRP's rule for bilinear products; conserving). ``mode="gate"`` treats a factor that
-    comes from a gating function (sigmoid, hard-sigmoid, softmax) as a constant weight so
-    that all relevance flows into the other factor (as CP-LRP does for attention). ``"auto"``
-    (default) gates when exactly one factor is such a gate and splits uniformly otherwise.
-    """
-
-    kinds = frozenset({"mul", "matmul"})
-    label = "product"
-
-    def __init__(self, mode: str = "auto") -> None:
-        if mode not in ("auto", "uniform", "gate"):
-            raise ConfigurationError(f"ProductRule mode must be 'auto', 'uniform' or 'gate', got {mode!r}.")
-        self.mode = mode
-
-    def params(self) -> dict[str, Any]:
-        return {"mode": self.mode}
-
-
-class SoftmaxRule(GradientRule):
-    r"""AttnLRP's rule for softmax (Achtibat et al. 2024, Proposition 3.1).
-
-    A Taylor decomposition of :math:`s = \mathrm{softmax}(x)` at the input itself, with the
-    bias term left out: :math:`R_{in} = x \odot (R_{out} - s \sum_j R_{out,j})`. With
-    :math:`R_{out} = s \odot g` this is :math:`x \odot J_s^\top g`, the ordinary gradient times
-    the input, so the rule runs with PyTorch's own softmax backward. It does not conserve: the
-    ledger shows what the softmax absorbs. Masked inputs (``-inf``) receive no relevance.
-    """
-
-    kinds = frozenset({"softmax"})
-    label = "softmax"
-
-
-class StopRule(Rule):
-    """Treat the operation's output as a constant: no relevance flows into it.
-
-    CP-LRP (Ali et al. 2022) holds the attention weights (the softmax) constant so that all
-    relevance of an attention head flows through its values; on the statistics of a
-    hand-written normalisation (``x.pow(2).mean()``, ``rsqrt``, ``var``) it is AttnLRP's identity
-    rule (the normalisation divides by a constant). Conservation is kept by the operation that
-    uses the constant: ``x ⊙ c`` hands all its relevance to ``x``.
-    """
-
-    kinds = frozenset({"softmax", "statistic", "unknown"})
-    label = "constant"
-
-
-class NormalizationRule(Rule):
-    r"""The identity rule on normalisations: the statistic the input is divided by is a constant.
-
-    LayerNorm :math:`y = \frac{x - \mu(x)}{\sigma(x)} \odot w + b` is treated as the affine map
-    :math:`y = \frac{x - \mu(x)}{\sigma} \odot w + b` with :math:`\sigma` fixed (AttnLRP,
-    Proposition 3.4; CP-LRP's LN rule): the centring is linear and conserves, the bias ``b``
-    absorbs its share (shown in the ledger). RMSNorm, ``F.normalize`` and a division by a
-    relevance-carrying tensor (``x / d``) divide by a constant and conserve exactly.
-    """
-
-    kinds = frozenset({"layer_norm", "rms_norm", "normalize", "div"})
-    label = "normalization"
-
-
-class AttentionRule(Rule):
-    """Fused scaled dot-product attention ``softmax(q kᵀ · scale + mask) v``.
-
-    ``mode="uniform"`` (AttnLRP): the two bilinear products split relevance equally between
-    their factors and the softmax is explained by :class:`SoftmaxRule`, which in the gradient
-    form is the ordinary gradient with the gradients of ``q`` and ``k`` scaled by 1/4 and that of
-    ``v`` by 1/2; the fused kernel runs unchanged. ``mode="cp"`` (CP-LRP): the attention weights
-    are constant, so all relevance goes to ``v`` and attention conserves it.
-    """
-
-    kinds = frozenset({"attention"})
-    label = "attention"
-
-    def __init__(self, mode: str = "uniform") -> None:
-        if mode not in ("uniform", "cp"):
-            raise ConfigurationError(f"AttentionRule mode must be 'uniform' or 'cp', got {mode!r}.")
-        self.mode = mode
-
-    def params(self) -> dict[str, Any]:
-        return {"mode": self.mode}
-
-
-class FunctionRule(Rule):
-    """A rule that replaces an operation's computation outright (forward and backward).
-
-    The extension point for attribution methods that change how the gradient passes an
-    operation — guided backprop and deconvnet on ReLUs, DeepLIFT's multipliers — and for
-    your own rules on operations relprop does not know. ``apply`` receives the torch function
-    and its arguments as the model called it and returns the operation's output, usually
-    through a custom :class:`torch.autograd.Function`. The engine records nothing in the
-    ledger for such an operation: give ``entry``-based bookkeeping yourself if you need it.
-
-    Subclasses set ``kinds`` (e.g. ``frozenset({"relu"})``) and implement :meth:`apply`.
-    """
-
-    kinds: ClassVar[frozenset[str]] = frozenset()
-    label = "function"
-
-    def apply(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Compute the operation ``func(*args, **kwargs)`` with this rule's backward."""
-        raise NotImplementedError
+    def forward(self, call: Call) -> Tensor:
+        bound = call.bound
+        x = bound["input"]
+        handed = call.take_handed()
+        recorded = call.record.recorded
+        same = all(bound[n] is recorded[n] for n in ("running_mean", "running_var", "weight", "bias"))
+        if not isinstance(handed, LayerOutput) or handed.output is not x or not same:
+            raise GraphChangedError(
+                f"batch norm at '{call.display_path}' no longer directly follows the layer it was folded into "
+                "when the plan was recorded; create a new Explainer for this model."
+            )
+        rule, owner = handed.rule, handed.record
+        if rule is None:
+            return x  # type: ignore[no-any-return]  # the layer already computed with the folded weights
+        folded_bias = call.weights.folded_bias(recorded, handed.bias)
+        entry = call.entry_for(owner, rule)
+        if owner.relu_proxy is None and (call.ledger or rule.epsilon != 0.0):
+            scale, shift = batchnorm_affine(bound)
+            spec = FactorSpec(rule, entry, folded_bias, handed.op)
+            return AffineWithFactor.apply(x, scale, shift, spec)  # type: ignore[no-any-return]
+        return attach_factor(call, owner, call.native(), rule, entry, folded_bias, handed.op)
