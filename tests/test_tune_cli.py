@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -103,3 +104,51 @@ def test_sentence_pairs_are_tuned_by_token_deletion(tmp_path: Path) -> None:
     assert (tuned["split"]["search"], tuned["split"]["held_out"]) == (2, 2)
     assert "relprop evaluate does not measure token-deletion" in result.output
     assert not (tmp_path / "h.pt").exists()
+
+
+def test_explain_and_evaluate_take_a_tuned_file(tmp_path: Path) -> None:
+    """``relprop explain --composite tuned.json`` and ``relprop evaluate --methods lrp:tuned.json`` use the tuned
+    setting, reference included; LRP flags that would override it and a file for another model are refused."""
+    import numpy as np
+    from PIL import Image
+
+    import relprop
+    from relprop.models import load_digits_model
+
+    model, test = load_digits_model(), digits_test_set()
+    spec = "lrp:epsilon,epsilon=1e-06,reference=blur"
+    tuned = relprop.tune(model, test.images[:8], objective="pixel-flipping:replacement=blur", candidates=[spec],
+                         budget=None)  # fmt: skip
+    path = tuned.save(tmp_path / "tuned.json")
+    image = tmp_path / "digit.png"
+    ink = (test.images[0, 0].numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(255 - ink, mode="L").resize((64, 64), Image.Resampling.NEAREST).save(image)
+    result = run("explain", str(image), "--composite", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"] == spec
+    record = summary["inputs"][0]
+    relevance = np.load(tmp_path / "out" / Path(record["relevance"]).name)
+    x = torch.from_numpy(ink[None, None].astype(np.float32) / 255)
+    expected = relprop.explain(model, x, composite=tuned)
+    np.testing.assert_allclose(relevance, expected.relevance[0].numpy(), rtol=1e-4, atol=1e-5)
+    assert record["explained_score"] == pytest.approx(float(expected.score[0]), rel=1e-4)
+
+    refused = run("explain", str(image), "--composite", str(path), "--epsilon", "0.5", "--out", str(tmp_path / "o2"))
+    assert refused.exit_code == 2
+    assert refused.output == f"error: --epsilon would override the tuned composite {path} ({spec}); drop them\n"
+    foreign = tuned.to_json()
+    foreign["model"]["fingerprint"] = "sha256:" + "0" * 64
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    refused = run("explain", str(image), "--composite", str(tmp_path / "foreign.json"), "--out", str(tmp_path / "o3"))
+    assert refused.exit_code == 2 and len(refused.output.splitlines()) == 1
+    assert refused.output.startswith(f"error: tuned composite {tmp_path / 'foreign.json'} was made for another model")
+
+    data = digits_file(tmp_path, count=6)
+    evaluated = run("evaluate", "--data", str(data), "--methods", f"lrp:{path}", "--metrics", "conservation",
+                    "--out", str(tmp_path / "ev"))  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    rows = {r["metric"]: r for r in csv.DictReader((tmp_path / "ev" / "results.csv").open())}
+    direct = relprop.explain(model, test.images[:6], composite=tuned)
+    error = (direct.score - direct.relevance.sum((1, 2, 3))).abs() / direct.score.abs()
+    assert float(rows["conservation error"]["mean"]) == pytest.approx(float(error.mean()), rel=1e-3, abs=1e-7)

@@ -61,6 +61,10 @@ def explain(
         conservation ``ledger``, and ``layers`` (the relevance at the requested modules).
     """
     if method == "lrp":
+        if composite is not None and not isinstance(composite, Composite):  # a tuned composite, file or "auto"
+            from .tuning.resolve import with_reference
+
+            composite, params = with_reference(model, inputs, target, composite, params)
         if params.get("reference") is not None:  # reference-aware LRP: f(x) − f(x̄), see relprop.reference
             from .reference import explain_with_reference
 

@@ -20,7 +20,8 @@ The reference (``reference=``):
   constant input);
 * ``"zeros"``: the all-zero input (with a bias-free ReLU network and LRP-0 this is Gradient×Input);
 * ``"mean"``: the mean of a data sample passed as ``data=`` (e.g. training inputs), per feature;
-* ``"blur"``: each input blurred by a Gaussian of ``blur_sigma`` pixels.
+* ``"blur"``: each input blurred by a Gaussian of ``blur_sigma`` pixels (default 1, as pixel flipping's
+  ``blur`` replacement).
 
 Products of two signals (attention) and operations relprop does not know pass the gradient,
 as in DeepLIFT; conservation then holds only approximately and the ledger's residual says by
@@ -54,7 +55,7 @@ REFERENCES = ("zeros", "mean", "blur")
 RESCALE_EPS = 1e-10
 
 
-def make_reference(reference: Any, inputs: Tensor, data: Tensor | None = None, blur_sigma: float = 5.0) -> Tensor:
+def make_reference(reference: Any, inputs: Tensor, data: Tensor | None = None, blur_sigma: float = 1.0) -> Tensor:
     """The reference input of every sample, shaped like ``inputs`` (see the module docstring)."""
     if isinstance(reference, str) and reference == "mean":
         if data is None:
@@ -115,7 +116,7 @@ def explain_with_reference(
     *,
     reference: Any = "zeros",
     data: Tensor | None = None,
-    blur_sigma: float = 5.0,
+    blur_sigma: float = 1.0,
     nonfinite: str = "raise",
     **params: Any,
 ) -> Explanation:
@@ -132,7 +133,8 @@ def explain_with_reference(
     data
         The data sample ``reference="mean"`` averages.
     blur_sigma
-        Standard deviation in pixels of the ``"blur"`` reference.
+        Standard deviation in pixels of the ``"blur"`` reference (default 1, the ``blur`` replacement
+        of pixel flipping, so that LRP explains relative to what that measurement removes features to).
     nonfinite
         As for :class:`relprop.Explainer`.
     **params

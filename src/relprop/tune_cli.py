@@ -264,3 +264,40 @@ def _run(
         if bar.live.is_started:
             bar.stop()
     return tuned, data
+
+
+def is_tuned_file(composite: Any) -> bool:
+    """Whether a ``--composite`` value names a tuned-composite file (``relprop tune --out``)."""
+    return isinstance(composite, str) and composite.endswith(".json")
+
+
+def tuned_runner(
+    model: torch.nn.Module, path: str, given: dict[str, Any], top: str, contrast: Any
+) -> tuple[str, Any, dict[str, Any]]:
+    """``relprop explain --composite tuned.json``: the label, ``explain(x, target)`` and the chosen parameters.
+
+    The file is refused for another model and when LRP flags would override what it chose.
+    """
+    from .api import explain
+    from .engine import Explainer
+    from .tuning import TunedComposite
+
+    try:
+        tuned = TunedComposite.load(path)
+        tuned.check_model(model, path)
+    except RelpropError as exc:
+        raise UserError(str(exc)) from None
+    if given:
+        raise UserError(
+            f"--{', --'.join(sorted(given))} would override the tuned composite {path} ({tuned.spec}); drop them"
+        )
+    params: dict[str, Any] = tuned.candidate.param_dict
+    if tuned.candidate.reference is None:
+        return tuned.spec, Explainer(model, tuned, top=top, contrast=contrast, nonfinite="report"), params
+    if top != "logit" or contrast is not None:
+        raise UserError(f"--target log-odds and --contrast do not apply to {tuned.spec}, which explains f(x) - f(x̄)")
+
+    def run(x: torch.Tensor, target: Any) -> Any:
+        return explain(model, x, target, composite=tuned, nonfinite="report")
+
+    return tuned.spec, run, {**params, "reference": tuned.candidate.reference}

@@ -35,7 +35,8 @@ def test_the_quick_search_is_the_documented_one(digits_model: nn.Module, digits:
     # One default point per composite, in order, as many as the budget allows (a loaded machine
     # measures fewer); half of the inputs held out.
     tried = [r.candidate for r in tuned.results]
-    first_points = default_space((0.0, 1.0)).first_points()
+    # The blur objective adds the matching blur reference to plain LRP (relprop.tuning.default_references).
+    first_points = default_space((0.0, 1.0), references=(None, "blur")).first_points()
     assert tried == first_points[: len(tried)] and len(tried) >= 1
     assert tuned.stopped == ("exhausted" if len(tried) == len(first_points) else "budget")
     assert (tuned.search_size, tuned.held_out_size, tuned.budget_s) == (8, 8, AUTO_BUDGET)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from torch import Tensor, nn
 import relprop
 from relprop.errors import ConfigurationError
 from relprop.evaluate import EvaluationData, EvaluationSettings, evaluate_methods
-from relprop.tuning import Candidate, Context, Objective, TuneProgress, default_space
+from relprop.tuning import Candidate, Context, Objective, TunedComposite, TuneProgress, as_objective, default_space
+from relprop.tuning.search import default_references
 from test_invariance import assert_unchanged, snapshot
 
 from .conftest import QUICK
@@ -102,7 +104,7 @@ def test_the_default_search_refines_the_best_composites_in_turn(
     first = space.first_points()
     tuned = relprop.tune(
         digits_model, x[:16], objective="pixel-flipping:replacement=zeros", budget=None, seed=0,
-        max_candidates=len(first) + 6,
+        max_candidates=len(first) + 6, references=[None],
     )  # fmt: skip
     tried = [r.candidate for r in tuned.results]
     assert tried[: len(first)] == first and first[0] == Candidate.make("epsilon-gamma-box", {"low": 0.0, "high": 1.0})
@@ -247,3 +249,37 @@ def test_bad_arguments_are_one_line_errors(digits_model: nn.Module, digits: tupl
             relprop.tune(digits_model, arguments.pop("inputs"), **arguments)
         assert str(info.value).startswith(message), str(info.value)
         assert "\n" not in str(info.value)
+
+
+def test_references_join_the_search_and_the_tuned_file(
+    digits_model: nn.Module, digits: tuple[Tensor, Tensor], tmp_path: Path
+) -> None:
+    """The default space adds the objective's own reference; a chosen dataset-mean reference travels in the file
+    and explains as relprop.explain(..., reference=that mean) does; its held-out score is evaluate's."""
+    assert default_references(as_objective("pixel-flipping:replacement=dataset-mean")) == (None, "dataset-mean")
+    assert default_references(as_objective("pixel-flipping:replacement=inpaint")) == (None,)
+    assert default_references(as_objective("localisation")) == (None,)
+    x, labels = digits
+    mean = x[16:].mean(0)
+    data = EvaluationData(x[:16], labels[:16], reference=mean)
+    candidates = ["lrp:epsilon-gamma-box,low=0,high=1", "lrp:epsilon,epsilon=1e-06,reference=dataset-mean"]
+    tuned = relprop.tune(digits_model, data, objective="pixel-flipping:replacement=dataset-mean", candidates=candidates,
+                         budget=None, seed=0)  # fmt: skip
+    with_reference = tuned.results[1]
+    held = EvaluationData(x[:16][tuned.held_out_indices], labels[:16][tuned.held_out_indices], reference=mean)
+    settings = EvaluationSettings(replacements=("dataset-mean",), batch_size=128)
+    measured = evaluate_methods(digits_model, held, [candidates[1]], ["selectivity"], settings)
+    abpc = measured.summary(candidates[1], "ABPC (dataset-mean)")[0]
+    assert with_reference.held_out.mean == pytest.approx(float(abpc))
+    # The reference-aware candidate wins this objective (it explains relative to what pixel flipping inserts).
+    assert tuned.candidate.reference == "dataset-mean"
+    path = tuned.save(tmp_path / "tuned.json")
+    loaded = TunedComposite.load(path)
+    assert torch.equal(loaded.reference_input, mean.float())
+    by_file = relprop.explain(digits_model, x[:4], composite=str(path))
+    direct = relprop.explain(digits_model, x[:4], composite="epsilon", epsilon=1e-6, reference=mean)
+    torch.testing.assert_close(by_file.relevance, direct.relevance)
+    with pytest.raises(
+        ConfigurationError, match=r"relative to the reference 'dataset-mean', which an Explainer cannot"
+    ):
+        relprop.Explainer(digits_model, loaded)

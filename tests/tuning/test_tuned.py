@@ -98,10 +98,10 @@ def test_the_reference_slot_travels_with_the_candidate() -> None:
     candidate = Candidate.make("epsilon-gamma-box", {"epsilon": 0.25, "low": 0, "high": 1}, reference="blur")
     assert candidate.spec == "lrp:epsilon-gamma-box,epsilon=0.25,low=0,high=1,reference=blur"
     assert Candidate.from_json(candidate.to_json()) == candidate
-    assert candidate.composite_params()["reference"] == "blur"
-    # Until the engine explains relative to a reference, a composite refuses it clearly.
-    with pytest.raises(ConfigurationError, match=r"^composite 'epsilon-gamma-box' does not take reference;"):
-        candidate.build()
+    assert "reference" not in candidate.composite_params()  # the composite holds the rules, not the reference
+    assert candidate.build().name == "epsilon-gamma-box"
+    with pytest.raises(ConfigurationError, match=r"^candidate reference 'median' is unknown; choose one of zeros, "):
+        Candidate.make("gamma", reference="median")
 
 
 def test_candidate_specs_round_trip() -> None:

@@ -9,11 +9,11 @@ parameters — ε, γ, α/β, the depth at which Montavon's recipe switches from
 and the z^B bounds (the data's range, or each sample's own range). Transformer composites
 (``attnlrp``, ``cp-lrp``) are searched for models the image composites cannot explain.
 
-Reference-aware LRP (issue 15, part 1: LRP relative to a reference input) will add one more
-axis: :attr:`Candidate.reference` is already part of a candidate, of its spec and of its JSON
-form, and is handed to the composite as its ``reference`` parameter; today every candidate has
-``reference=None`` (LRP relative to zero), and :func:`default_space` takes ``references`` for
-the values to search once the engine supports them.
+The reference is one more axis (reference-aware LRP, :mod:`relprop.reference`):
+:attr:`Candidate.reference` is ``None`` (plain LRP) or one of :data:`REFERENCES` — ``zeros``,
+``blur`` or ``dataset-mean`` (the data's reference input, e.g. the training set's mean) — and
+is part of a candidate's spec (``...,reference=blur``) and of its JSON form.
+:func:`default_space` takes the ``references`` to search.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..errors import ConfigurationError
 __all__ = [
     "EPSILONS",
     "GAMMAS",
+    "REFERENCES",
     "SPLITS",
     "Candidate",
     "SearchSpace",
@@ -47,6 +48,9 @@ SPLITS = (0.25, 0.5, 0.75, 1.0)
 ALPHA_BETAS = ((1.0, 0.0), (2.0, 1.0), (3.0, 2.0))
 
 Value = float | int | str
+#: References a candidate may explain relative to (``None``: plain LRP). ``dataset-mean`` is the data's
+#: reference input (:attr:`relprop.evaluate.EvaluationData.reference`), as in ``relprop evaluate``.
+REFERENCES = ("zeros", "blur", "dataset-mean")
 
 
 def format_value(value: Value) -> str:
@@ -69,8 +73,7 @@ class Candidate:
     params
         ``(name, value)`` pairs of the composite's parameters, in spec order.
     reference
-        The reference input LRP explains relative to (``None``: zero, today's LRP). Reserved for
-        reference-aware LRP; handed to the composite as its ``reference`` parameter.
+        The reference LRP explains relative to: ``None`` (plain LRP) or one of :data:`REFERENCES`.
     """
 
     composite: str
@@ -84,6 +87,10 @@ class Candidate:
             )
         for _, value in self.params:
             format_value(value)
+        if self.reference is not None and self.reference not in REFERENCES:
+            raise ConfigurationError(
+                f"candidate reference {self.reference!r} is unknown; choose one of {', '.join(REFERENCES)} (or none)."
+            )
 
     @classmethod
     def make(cls, composite: str, params: Mapping[str, Value] | None = None, reference: str | None = None) -> Candidate:
@@ -124,14 +131,11 @@ class Candidate:
         return ",".join([f"lrp:{self.composite}", *items])
 
     def composite_params(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`relprop.composites.get` (the reference included when set)."""
-        params: dict[str, Any] = dict(self.params)
-        if self.reference is not None:
-            params["reference"] = self.reference
-        return params
+        """Keyword arguments for :func:`relprop.composites.get` (the reference is not one: see :attr:`reference`)."""
+        return dict(self.params)
 
     def build(self) -> _composites.Composite:
-        """The :class:`~relprop.composites.Composite` of this candidate."""
+        """The :class:`~relprop.composites.Composite` of this candidate (its rules; the reference is separate)."""
         return _composites.get(self.composite, **self.composite_params())
 
     def to_json(self) -> dict[str, Any]:
@@ -167,7 +171,7 @@ class SearchSpace:
     defaults
         ``composite name -> parameters`` of the point tried first for that composite.
     references
-        References to search (reserved for reference-aware LRP; ``(None,)`` today).
+        References to search (``None``: plain LRP; see :data:`REFERENCES`).
     """
 
     families: dict[str, list[Axis]] = field(default_factory=dict)
@@ -217,8 +221,9 @@ def default_space(
     transformer
         Search the transformer composites (``attnlrp``, ``cp-lrp``) instead of the image ones.
     references
-        Reference inputs to search (reference-aware LRP joins here; ``(None,)`` until the
-        engine supports it).
+        References to search for image composites (``None``: plain LRP; see :data:`REFERENCES`).
+        Transformer composites are searched without a reference (products of two signals pass the
+        gradient on differences, which does not conserve).
     """
     epsilon, gamma = _axis("epsilon", EPSILONS), _axis("gamma", GAMMAS)
     if transformer:
@@ -226,7 +231,6 @@ def default_space(
         return SearchSpace(
             families={"attnlrp": [epsilon, layer_gamma], "cp-lrp": [epsilon, layer_gamma]},
             defaults={"attnlrp": {}, "cp-lrp": {}},
-            references=tuple(references),
         )
     box: list[dict[str, Value]] = [{}] if bounds is None else [{"low": bounds[0], "high": bounds[1]}, {}]
     alpha_beta: list[dict[str, Value]] = [{"alpha": a, "beta": b} for a, b in ALPHA_BETAS]

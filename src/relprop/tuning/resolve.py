@@ -12,7 +12,9 @@ those same inputs. The quick search (documented defaults):
 * objective: pixel flipping with the ``blur`` replacement for images ``(N, C, H, W)`` (square
   regions, at most 64 of them), ``dataset-mean`` for other inputs (at most 64 steps);
 * candidates: one default point per composite (:func:`~relprop.tuning.default_space`; for
-  transformers ``attnlrp`` and ``cp-lrp``), z^B bounds = the inputs' range;
+  transformers ``attnlrp`` and ``cp-lrp``), z^B bounds = the inputs' range, each as plain LRP
+  and relative to the reference the objective names (``blur`` / ``dataset-mean``,
+  :func:`~relprop.tuning.search.default_references`);
 * split: half of the inputs to choose, the other half to report; seed 0; budget
   :data:`AUTO_BUDGET` seconds (the first candidate, the library default, is always measured).
 """
@@ -30,7 +32,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from .tuned import TunedComposite
 
-__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective"]
+__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective", "with_reference"]
 
 AUTO = "auto"
 #: Seconds the quick search of ``composite="auto"`` may take.
@@ -67,7 +69,35 @@ def as_composite(composite: Any, model: nn.Module, params: dict[str, Any]) -> tu
         raise ConfigurationError(
             f"parameters {', '.join(sorted(params))} are chosen by the tuned composite ({composite.spec}); drop them."
         )
+    if composite.candidate.reference is not None:
+        raise ConfigurationError(
+            f"tuned composite {source or composite.spec} explains relative to the reference "
+            f"{composite.candidate.reference!r}, which an Explainer cannot; use relprop.explain(model, inputs, "
+            "composite=tuned)."
+        )
     return composite.composite(), params
+
+
+def with_reference(model: nn.Module, inputs: Any, target: Any, composite: Any, params: dict[str, Any]) -> Any:
+    """For :func:`relprop.explain`: a tuned composite (object, ``.json`` path, or ``"auto"``) that explains
+    relative to a reference becomes ``(its plain composite, params with reference=)``; anything else is
+    returned unchanged as ``(composite, params)``."""
+    params = dict(params)
+    if isinstance(composite, str) and composite == AUTO:
+        composite = auto_composite(model, inputs, target, params.pop("tuned", None))
+    source = None
+    if _is_tuned_file(composite):
+        source = str(composite)
+        composite = TunedComposite.load(composite)
+    if not isinstance(composite, TunedComposite) or composite.candidate.reference is None:
+        return composite, params
+    composite.check_model(model, source)
+    chosen = {k for k in params if k in ("reference", "data", *composite.candidate.param_dict)}
+    if chosen:
+        raise ConfigurationError(
+            f"parameters {', '.join(sorted(chosen))} are chosen by the tuned composite ({composite.spec}); drop them."
+        )
+    return composite.composite(), {**params, "reference": composite.reference()}
 
 
 def auto_objective(inputs: Tensor) -> str:

@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigurationError, RelpropError, UnsupportedOperationError
-from .candidates import Candidate, SearchSpace, as_candidates, default_space
+from .candidates import REFERENCES, Candidate, SearchSpace, as_candidates, default_space
 from .data import SentencePairs, as_data, load_split, split_indices
 from .fingerprint import model_fingerprint
-from .objectives import Context, Objective, as_objective
+from .objectives import Context, Objective, PixelFlipping, Weighted, as_objective
 from .tuned import CandidateResult, Summary, TunedComposite, best_index
 
-__all__ = ["TuneProgress", "tune"]
+__all__ = ["TuneProgress", "default_references", "tune"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,14 @@ def _is_transformer(model: nn.Module, data: Any, bounds: tuple[float, float] | N
     return False
 
 
+def default_references(objective: Objective) -> tuple[str | None, ...]:
+    """The references the default space searches: plain LRP, and LRP relative to the reference the objective
+    removes features to (``zeros``, ``blur``, ``dataset-mean``), if it names one."""
+    parts = [t.objective for t in objective.terms] if isinstance(objective, Weighted) else [objective]
+    matching = [p.replacement for p in parts if isinstance(p, PixelFlipping) and p.replacement in REFERENCES]
+    return (None, *dict.fromkeys(str(r) for r in matching))
+
+
 def _measure(
     objective: Objective, model: nn.Module, splits: tuple[Any, Any], candidate: Candidate, context: Context
 ) -> CandidateResult:
@@ -187,6 +195,7 @@ def tune(
     budget: float | None = 60.0,
     seed: int = 0,
     *,
+    references: Sequence[str | None] | None = None,
     masks: torch.Tensor | None = None,
     reference: torch.Tensor | None = None,
     bounds: tuple[float, float] | None = None,
@@ -223,6 +232,11 @@ def tune(
         candidate is an error.
     seed
         Seeds the split, the order of the grids and every random score.
+    references
+        For the default space: the references searched with every image composite (``None``
+        in the list: plain LRP; ``"zeros"``, ``"blur"``, ``"dataset-mean"``: reference-aware LRP,
+        :mod:`relprop.reference`). Default: plain LRP and the reference the objective's
+        replacement names, if any (:func:`default_references`).
     masks
         Ground-truth masks for ``localisation`` (one per input), when ``inputs`` is a tensor.
     reference
@@ -272,7 +286,8 @@ def tune(
     explicit: list[Candidate] | None = None
     space: SearchSpace | None = None
     if candidates is None:
-        space = default_space(bounds, transformer=_is_transformer(model, data, bounds))
+        chosen_references = default_references(goal) if references is None else tuple(references)
+        space = default_space(bounds, transformer=_is_transformer(model, data, bounds), references=chosen_references)
     elif isinstance(candidates, SearchSpace):
         space = candidates
     else:
@@ -325,6 +340,7 @@ def tune(
         )
     chosen = best_index(results)
     options = goal.evaluate_options(context)
+    uses_mean = results[chosen].candidate.reference == "dataset-mean"
     return TunedComposite(
         candidate=results[chosen].candidate,
         fingerprint=fingerprint,
@@ -344,4 +360,5 @@ def tune(
         stopped=stopped,
         evaluate_options=None if options is None else ["--methods", results[chosen].candidate.spec, *options],
         held_out_indices=[int(i) for i in held_index],
+        reference_input=data.reference.detach().cpu() if uses_mean and isinstance(data, EvaluationData) else None,
     )

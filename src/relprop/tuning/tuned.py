@@ -143,6 +143,9 @@ class TunedComposite:
     evaluate_options
         ``relprop evaluate`` options that measure the held-out scores (with ``--model`` and a
         ``--data`` file of the held-out split), or ``None`` if the objective has none.
+    reference_input
+        For a candidate with ``reference="dataset-mean"``: that reference input (one input's
+        shape), stored in the JSON file so that the tuned setting explains the same way later.
     """
 
     candidate: Candidate
@@ -163,6 +166,7 @@ class TunedComposite:
     stopped: str = "exhausted"
     evaluate_options: list[str] | None = None
     held_out_indices: list[int] = field(default_factory=list)
+    reference_input: Tensor | None = None
 
     # -- use -------------------------------------------------------------------------------------
     @property
@@ -185,6 +189,18 @@ class TunedComposite:
         built = self.candidate.build()
         built.name = f"tuned:{self.candidate.spec.removeprefix('lrp:')}"
         return built
+
+    def reference(self) -> Any:
+        """What :func:`relprop.explain` takes as ``reference=`` for the chosen setting (``None``: plain LRP)."""
+        name = self.candidate.reference
+        if name != "dataset-mean":
+            return name
+        if self.reference_input is None:
+            raise ConfigurationError(
+                f"tuned composite {self.spec} explains relative to the data's mean, but holds no reference input; "
+                "tune again with this relprop."
+            )
+        return self.reference_input
 
     def check_model(self, model: nn.Module, source: str | None = None) -> None:
         """Refuse a model whose weights differ from those this composite was tuned on."""
@@ -254,6 +270,9 @@ class TunedComposite:
             "chosen": self.chosen,
             "results": [r.to_json() for r in self.results],
             "evaluate_options": self.evaluate_options,
+            "reference_input": None
+            if self.reference_input is None
+            else {"shape": list(self.reference_input.shape), "values": self.reference_input.flatten().tolist()},
         }
 
     @classmethod
@@ -287,6 +306,7 @@ class TunedComposite:
                 stopped=str(search.get("stopped", "exhausted")),
                 evaluate_options=data.get("evaluate_options"),
                 held_out_indices=[int(i) for i in split.get("held_out_indices", [])],
+                reference_input=_reference_input(data.get("reference_input")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"{source} is damaged: field {exc} is missing or malformed; tune again.") from None
@@ -322,6 +342,14 @@ class TunedComposite:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigurationError(f"{file} is not a readable JSON file ({type(exc).__name__}).") from None
         return cls.from_json(data, source=str(file))
+
+
+def _reference_input(data: Any) -> Tensor | None:
+    if data is None:
+        return None
+    return torch.tensor([float(v) for v in data["values"]], dtype=torch.float32).reshape(
+        [int(d) for d in data["shape"]]
+    )
 
 
 def best_index(results: Sequence[CandidateResult]) -> int:

@@ -144,6 +144,12 @@ def run_server(app: Any, sock: socket.socket, log_level: str, limit_concurrency:
 )
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Torch threads (default: torch's choice).")
 @click.option(
+    "--composite",
+    "tuned",
+    default=None,
+    help="A tuned.json from relprop tune: offered as the composite 'tuned' for the models it was tuned on.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -165,6 +171,7 @@ def serve(
     max_connections: int,
     temp_dir: Path | None,
     threads: int | None,
+    tuned: str | None,
     log_level: str,
 ) -> None:
     """Serve the interactive web app: upload an image, pick a rule and its parameters, see the heatmap."""
@@ -204,6 +211,7 @@ def serve(
             header_timeout=header_timeout,
             max_connections=max_connections,
             temp_dir=temp_dir,
+            tuned=tuned,
         )
         try:
             app = create_app(settings)
