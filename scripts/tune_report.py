@@ -51,6 +51,7 @@ from relprop.clitools import write_atomic  # noqa: E402
 from relprop.errors import RelpropError  # noqa: E402
 from relprop.evaluate import EvaluationData  # noqa: E402
 from relprop.tuning import Context, SentencePairs, Summary, as_objective, default_space, load_split  # noqa: E402
+from relprop.tuning.search import default_references  # noqa: E402
 
 SEED = 0
 #: Candidates measured per image experiment (9 composite defaults, then the grids of the best three).
@@ -62,14 +63,16 @@ BOUNDS = (0.0, 1.0)
 #: ``--quick``: a smoke run (few inputs and candidates, models barely trained) that only checks the plumbing.
 QUICK = {"enabled": False, "inputs": 40, "candidates": 2}
 
+
 # ------------------------------------------------------------------------------------------------
-# >>> Reference-aware LRP joins the search here. <<<
-# Today relprop's LRP explains relative to zero, and every candidate has reference=None. Once the
-# composites take reference= (issue 15, part 1), list the references to search, e.g.
-#     REFERENCE_CANDIDATES = (None, "zeros", "dataset-mean", "blur")
-# and the search chooses the reference together with the rules; the "dataset-mean" and "blur"
-# rows of the report are where we expect it to matter.
-REFERENCE_CANDIDATES: tuple[str | None, ...] = (None,)
+# Reference-aware LRP (relprop.reference) joins the search here: every image experiment searches each
+# composite as plain LRP and relative to the reference its objective removes features to (zeros, blur,
+# dataset-mean; none for inpaint, uniform noise and localisation): relprop.tuning.search.default_references.
+# Transformer composites are searched without a reference.
+def reference_candidates(experiment: Experiment) -> tuple[str | None, ...]:
+    return (None,) if experiment.transformer else default_references(as_objective(experiment.objective))
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -159,7 +162,8 @@ def run(experiment: Experiment) -> dict[str, Any]:
     print(f"\n=== {experiment.model_name}: {experiment.title} ===", flush=True)
     start = time.perf_counter()
     bounds = None if experiment.transformer else BOUNDS
-    space = default_space(bounds, transformer=experiment.transformer, references=REFERENCE_CANDIDATES)
+    references = reference_candidates(experiment)
+    space = default_space(bounds, transformer=experiment.transformer, references=references)
     tuned = relprop.tune(
         experiment.model,
         experiment.data,
@@ -193,6 +197,7 @@ def run(experiment: Experiment) -> dict[str, Any]:
         "tuned_values": _values(tuned_scores),
         "methods": methods,
         "notes": experiment.notes,
+        "references": list(references),
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -433,7 +438,7 @@ def write_group(name: str, records: list[dict[str, Any]], out: Path, report: Pat
         record["tuned_values"] = _values(_tensor(record["tuned_values"]))
         for method in record["methods"].values():
             method["values"] = None if method["values"] is None else _values(_tensor(method["values"]))
-    content = {"seed": SEED, "references": list(REFERENCE_CANDIDATES), "experiments": records}
+    content = {"seed": SEED, "experiments": records}
     data = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     write_atomic(out / f"{name}.json", lambda p: p.write_text(data + "\n", encoding="utf-8"))
     candidates = candidates_markdown(records)

@@ -25,7 +25,10 @@ def test_the_report_fills_every_marker_and_checks_its_held_out_scores(tmp_path: 
         *(f"pixel flipping, {r}" for r in tune_report.REPLACEMENTS),
         "localisation of the mark, class 3",
     ]
-    assert results["references"] == [None]  # reference-aware LRP joins here once the engine has it
+    # Each experiment searches plain LRP and the reference its replacement names (relprop.tuning.default_references).
+    assert [e["references"] for e in results["experiments"]] == [
+        [None, "zeros"], [None, "dataset-mean"], [None, "blur"], [None], [None], [None]
+    ]  # fmt: skip
     first = results["experiments"][0]
     assert first["methods"]["Integrated Gradients (matching baseline)"]["spec"] == "integrated-gradients:baseline=zeros"
     text = report.read_text()
