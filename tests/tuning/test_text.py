@@ -63,7 +63,7 @@ def test_tuning_transformer_composites_by_token_deletion(
     model, tokenizer = minilm
     data = SentencePairs(tokenizer, pairs)
     candidates = ["lrp:attnlrp", "lrp:cp-lrp,epsilon=0.1"]
-    tuned = relprop.tune(model, data, objective="token-deletion", candidates=candidates, seed=1)
+    tuned = relprop.tune(model, data, objective="token-deletion", candidates=candidates, seed=1, budget=None)
     assert tuned.higher_is_better is False and tuned.objective_title == "deletion AUC"
     held = SentencePairs(tokenizer, [pairs[i] for i in tuned.held_out_indices])
     for result in tuned.results:

@@ -19,7 +19,10 @@ from .conftest import QUICK
 
 @pytest.fixture(scope="module")
 def tuned(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> TunedComposite:
-    return relprop.tune(digits_model, digits[0], objective="pixel-flipping:replacement=blur", candidates=QUICK, seed=0)
+    # budget=None: every candidate is measured however loaded the machine is (the budget is tested in test_search).
+    return relprop.tune(
+        digits_model, digits[0], objective="pixel-flipping:replacement=blur", candidates=QUICK, seed=0, budget=None
+    )
 
 
 def test_saves_and_loads_unchanged(tuned: TunedComposite, tmp_path: Path) -> None:

@@ -85,12 +85,12 @@ def with_reference(model: nn.Module, inputs: Any, target: Any, composite: Any, p
     params = dict(params)
     if isinstance(composite, str) and composite == AUTO:
         composite = auto_composite(model, inputs, target, params.pop("tuned", None))
-    source = None
+    given, source = composite, None
     if _is_tuned_file(composite):
         source = str(composite)
         composite = TunedComposite.load(composite)
     if not isinstance(composite, TunedComposite) or composite.candidate.reference is None:
-        return composite, params
+        return given, params  # the engine resolves it (and names the file in its errors)
     composite.check_model(model, source)
     chosen = {k for k in params if k in ("reference", "data", *composite.candidate.param_dict)}
     if chosen:
