@@ -10,7 +10,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import composites, kinds, match, methods, outputs, regions, rules, targets
+from . import composites, kinds, match, methods, outputs, regions, rules, targets, tuning
 from .api import explain
 from .composites import Composite, bounds_from_normalization
 from .engine import Explainer
@@ -28,6 +28,7 @@ from .errors import (
 )
 from .explanation import Explanation
 from .ledger import Ledger, LedgerEntry
+from .tuning import TunedComposite, tune
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "RelpropWarning",
     "StoreError",
     "TargetError",
+    "TunedComposite",
     "UnsupportedOperationError",
     "__version__",
     "bounds_from_normalization",
@@ -58,4 +60,6 @@ __all__ = [
     "regions",
     "rules",
     "targets",
+    "tune",
+    "tuning",
 ]

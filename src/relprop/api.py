@@ -40,11 +40,15 @@ def explain(
         (:func:`relprop.targets.region`, :func:`relprop.targets.class_region`).
     composite
         Name of a composite or a :class:`~relprop.composites.Composite` (default
-        ``"epsilon-gamma-box"``); LRP only.
+        ``"epsilon-gamma-box"``); LRP only. Also a :class:`relprop.tuning.TunedComposite`, the
+        path of a tuned ``.json`` file, or ``"auto"``: the file given as ``tuned=``, else a quick
+        search on ``inputs`` (:func:`relprop.tuning.auto_composite`, with a warning).
     method
         ``"lrp"`` or the name of another attribution method.
     **params
-        Composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...), the options of
+        ``reference=`` (LRP): explain ``f(x) − f(x̄)`` relative to a reference input — a tensor,
+        ``"zeros"``, ``"mean"`` (of ``data=``, a sample of inputs) or ``"blur"`` (see
+        :mod:`relprop.reference`). Composite parameters (``epsilon``, ``gamma``, ``low``, ``high`` ...), the options of
         :class:`~relprop.Explainer` (``rules``, ``canonize``, ``ledger``, ``top``, ``contrast``,
         ``output``) and of its call (``layers``, ``layer_reduce``, ``conditions``: inner-layer relevance and
         conditional relevance, see :meth:`relprop.Explainer.__call__`), or the parameters of the
@@ -57,6 +61,15 @@ def explain(
         conservation ``ledger``, and ``layers`` (the relevance at the requested modules).
     """
     if method == "lrp":
+        if composite is not None and not isinstance(composite, Composite):  # a tuned composite, file or "auto"
+            from .tuning.resolve import with_reference
+
+            composite, params = with_reference(model, inputs, target, composite, params)
+        if params.get("reference") is not None:  # reference-aware LRP: f(x) − f(x̄), see relprop.reference
+            from .reference import explain_with_reference
+
+            return explain_with_reference(model, inputs, target, composite, **params)
+        params.pop("reference", None)
         return _lrp.explain(model, inputs, target, composite, **params)
     fn = methods.get(method)
     if composite is not None:

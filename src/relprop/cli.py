@@ -214,7 +214,11 @@ def _parse_contrast(contrast: str | None) -> Any:
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
 @click.option("--method", default="lrp", show_default=True, help="Attribution method (relprop.methods).")
-@click.option("--composite", default=None, help=f"LRP composite name (method lrp).  [default: {DEFAULT_COMPOSITE}]")
+@click.option(
+    "--composite",
+    default=None,
+    help=f"LRP composite name, or a tuned.json from relprop tune (method lrp).  [default: {DEFAULT_COMPOSITE}]",
+)
 @click.option(
     "--target",
     default="predicted",
@@ -607,6 +611,11 @@ def _method_runner(
 
     name, params = _methods.resolve(spec)
     given = {k: v for k, v in cli_params.items() if v is not None}
+    from .tune_cli import is_tuned_file, tuned_runner  # --composite tuned.json (relprop tune)
+
+    if name == "lrp" and is_tuned_file(composite or params.get("composite")):
+        path = composite or params.pop("composite")
+        return tuned_runner(bundle.model, path, {**given, **params}, top, contrast)
     if name == "lrp":
         named = params.pop("composite", None)
         if named is not None and composite is not None and named != composite:
@@ -851,6 +860,7 @@ def _register_commands() -> None:
     from .spray_cli import spray
     from .table_cli import explain_table
     from .text_cli import explain_text
+    from .tune_cli import tune_command
     from .web.command import serve
 
     main.add_command(concepts)
@@ -860,6 +870,7 @@ def _register_commands() -> None:
     main.add_command(explain_text)
     main.add_command(serve)
     main.add_command(spray)
+    main.add_command(tune_command)
 
 
 _register_commands()

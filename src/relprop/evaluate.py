@@ -45,11 +45,13 @@ from .errors import ConfigurationError, RelpropError
 from .explanation import Explanation
 from .ledger import Ledger
 from .metrics import families
-from .metrics.families import EvaluationSettings, Measurement, MetricBatch, MetricColumn
+from .metrics.families import DATASET_MEAN, EvaluationSettings, Measurement, MetricBatch, MetricColumn
 from .targets import initial_relevance
 
 __all__ = [
+    "DATASET_MEAN",
     "METRICS",
+    "REPLACEMENT_NAMES",
     "EvaluationData",
     "EvaluationResult",
     "EvaluationSettings",
@@ -67,6 +69,12 @@ __all__ = [
 #: families registered later are accepted too).
 METRICS = tuple(families.names())
 RANDOM_BASELINE = "random"
+#: Every replacement ``relprop evaluate`` accepts: those of :data:`relprop.metrics.REPLACEMENTS` and
+#: ``dataset-mean`` (:data:`relprop.metrics.families.DATASET_MEAN`: the data's reference input). As a method
+#: parameter ``dataset-mean`` is accepted for ``baseline`` (Integrated Gradients), ``reference`` (DeepLIFT,
+#: reference-aware LRP) and ``value`` (occlusion): ``integrated-gradients:baseline=dataset-mean``.
+REPLACEMENT_NAMES = (*M.REPLACEMENTS, DATASET_MEAN)
+_REFERENCE_PARAMETERS = ("baseline", "reference", "value")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,9 +109,13 @@ def split_method_specs(values: Iterable[str]) -> list[str]:
     return specs
 
 
-def _explanation_call(spec: str, seed: int) -> Callable[[nn.Module, Tensor, Tensor], Explanation]:
-    """``call(model, inputs, target) -> Explanation`` for a method spec."""
+def _explanation_call(
+    spec: str, seed: int, reference: Tensor | None = None
+) -> Callable[[nn.Module, Tensor, Tensor], Explanation]:
+    """``call(model, inputs, target) -> Explanation`` for a method spec (``dataset-mean`` values → ``reference``)."""
     name, params = resolve_method(spec)
+    if reference is not None:
+        params.update({k: reference for k in _REFERENCE_PARAMETERS if params.get(k) == DATASET_MEAN})
     if name == RANDOM_BASELINE:
         generator = torch.Generator().manual_seed(seed)
 
@@ -141,12 +153,16 @@ class EvaluationData:
         ``(N, H, W)``, ``(N, 1, H, W)`` or input-shaped ground-truth regions, or ``None``.
     name
         Shown in reports.
+    reference
+        A reference input shaped like one input (e.g. the training set's per-feature mean): the
+        ``dataset-mean`` replacement and method parameter; ``None``: the mean of ``images``.
     """
 
     images: Tensor
     labels: Tensor
     masks: Tensor | None = None
     name: str = "data"
+    reference: Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels) or (self.masks is not None and len(self.masks) != len(self.images)):
@@ -160,7 +176,11 @@ class EvaluationData:
         if count is None:
             return self
         masks = None if self.masks is None else self.masks[:count]
-        return EvaluationData(self.images[:count], self.labels[:count], masks, self.name)
+        return EvaluationData(self.images[:count], self.labels[:count], masks, self.name, self.reference)
+
+    def reference_input(self) -> Tensor:
+        """The ``dataset-mean`` reference: :attr:`reference`, else the mean of :attr:`images` over the batch."""
+        return self.images.mean(0) if self.reference is None else self.reference
 
 
 # What torch.load / np.load raise on a file that is not what we expect.
@@ -196,7 +216,7 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> nn.Module:
 
 def load_data(spec: str) -> EvaluationData:
     """``"digits"`` (the 360 bundled held-out digits) or a ``.pt``/``.npz`` file with ``images``,
-    ``labels`` and optionally ``masks``."""
+    ``labels`` and optionally ``masks`` and ``reference`` (see :class:`EvaluationData`)."""
     if spec == "digits":
         from .models.digits import digits_test_set
 
@@ -224,6 +244,7 @@ def load_data(spec: str) -> EvaluationData:
         torch.as_tensor(content["labels"]).long(),
         None if content.get("masks") is None else torch.as_tensor(content["masks"]).bool(),
         str(content.get("name", path.name)),
+        None if content.get("reference") is None else torch.as_tensor(content["reference"]).float(),
     )
 
 
@@ -331,7 +352,8 @@ def evaluate_methods(
     chosen = _chosen_families(metrics, data, methods)
     columns = [c for family in chosen for c in family.columns(settings)]
     device = model_device(model) or torch.device("cpu")
-    calls = {spec: _explanation_call(spec, settings.seed) for spec in methods}
+    reference = data.reference_input().to(device)
+    calls = {spec: _explanation_call(spec, settings.seed, reference) for spec in methods}
     _probe(model, data, calls, device)
 
     result = EvaluationResult(list(methods), columns, n_inputs=len(data.images))
@@ -352,7 +374,7 @@ def evaluate_methods(
 
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(settings.seed + start)
-                _evaluate_batch(model, call, x, target, masks, chosen, settings, states[spec], step)
+                _evaluate_batch(model, call, x, target, masks, chosen, settings, states[spec], step, reference)
 
     for spec in methods:
         states[spec].finish(result, spec, n)
@@ -468,6 +490,7 @@ def _evaluate_batch(
     settings: EvaluationSettings,
     state: _MethodState,
     step: Callable[[str], None],
+    reference: Tensor | None = None,
 ) -> None:
     """Explain one batch with one method and measure it with every chosen family."""
 
@@ -476,7 +499,7 @@ def _evaluate_batch(
 
     explanation = call(model, x, target)
     step("explained")
-    batch = MetricBatch(model, x, target, masks, explanation, explain_fn, settings, state.generator)
+    batch = MetricBatch(model, x, target, masks, explanation, explain_fn, settings, state.generator, reference)
     for family in chosen:
         state.add(family.measure(batch))
         step(family.name)
@@ -669,7 +692,7 @@ def _target(value: str) -> str | int:
     "data_spec",
     default="digits",
     show_default=True,
-    help="'digits' (bundled test set) or a .pt/.npz file with images, labels and optional masks.",
+    help="'digits' (bundled test set) or a .pt/.npz file with images, labels and optional masks and reference.",
 )
 @click.option(
     "--methods",
@@ -695,7 +718,8 @@ def _target(value: str) -> str | int:
     multiple=True,
     default=("zeros",),
     show_default=True,
-    help=f"Pixel-flipping replacements, comma-separated: {', '.join(M.REPLACEMENTS)}.",
+    help=f"Pixel-flipping replacements, comma-separated: {', '.join(REPLACEMENT_NAMES)} (dataset-mean: the data "
+    "file's 'reference', else the mean of its images).",
 )
 @click.option("--patch-size", type=click.IntRange(1), default=1, show_default=True, help="Pixel-flipping region side.")
 @click.option("--regions-per-step", type=click.IntRange(1), default=1, show_default=True, help="Regions per step.")
@@ -774,9 +798,9 @@ def evaluate(
 
 def _replacements(values: Sequence[str]) -> tuple[str, ...]:
     replacements = tuple(_split(values))
-    unknown = [r for r in replacements if r not in M.REPLACEMENTS]
+    unknown = [r for r in replacements if r not in REPLACEMENT_NAMES]
     if unknown:
-        raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(M.REPLACEMENTS)}.")
+        raise UserError(f"--replacement {unknown[0]!r} is unknown; choose from {', '.join(REPLACEMENT_NAMES)}.")
     return replacements
 
 

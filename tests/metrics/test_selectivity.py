@@ -220,3 +220,22 @@ def test_errors_name_the_option(digits) -> None:
         perturbation_curve(model, x, x.flatten(1), labels)
     with pytest.raises(relprop.ConfigurationError, match="patch_size 2 needs images"):
         perturbation_curve(nn.Linear(5, 2), torch.rand(3, 5), torch.rand(3, 5), 0, patch_size=2)
+
+
+def test_a_reference_tensor_replaces_removed_features_by_its_values(linear: type) -> None:
+    model = linear(12)
+    x = torch.rand(4, 12, dtype=torch.float64)
+    reference = torch.linspace(-1, 1, 12, dtype=torch.float64)  # one sample's shape, e.g. a training-set mean
+    relevance = torch.randn(4, 12, dtype=torch.float64)
+    # Removing feature i moves the linear score by W[c, i] * (reference_i - x_i): exact curve by hand.
+    curve = perturbation_curve(model, x, relevance, 0, replacement=reference)
+    order = relevance.argsort(dim=1, descending=True, stable=True)
+    steps = (model.weight[0] * (reference - x)).gather(1, order).detach()
+    score = model(x)[:, 0].detach()
+    torch.testing.assert_close(curve.scores, torch.cat([score[:, None], score[:, None] + steps.cumsum(1)], 1))
+    with pytest.raises(relprop.ConfigurationError) as info:
+        perturbation_curve(model, x, relevance, 0, replacement=torch.zeros(5))
+    assert str(info.value) == (
+        "replacement tensor of shape (5,) does not fit inputs of shape (4, 12); pass one shaped like one input or "
+        "broadcastable to the batch."
+    )

@@ -49,8 +49,10 @@ class Explainer:
     model
         Any ``torch.nn.Module`` in eval mode; it is never modified.
     composite
-        A composite name (see :func:`relprop.composites.names`) or a
-        :class:`~relprop.composites.Composite`.
+        A composite name (see :func:`relprop.composites.names`), a
+        :class:`~relprop.composites.Composite`, a :class:`relprop.tuning.TunedComposite` or the
+        path of its ``.json`` file (refused for a model other than the one it was tuned on), or
+        ``"auto"`` with ``tuned=`` such a file.
     rules
         Your own ``(matcher, rule)`` entries, tried before the composite's (first match wins).
         A matcher is a module path glob (str), a module type, or a :mod:`relprop.match` matcher.
@@ -104,6 +106,10 @@ class Explainer:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
         _params.check("Explainer", {"canonize": canonize, "ledger": ledger, "nonfinite": nonfinite})
+        # relprop.tuning: a TunedComposite, a tuned .json file or "auto" with tuned= becomes a plain Composite.
+        from ..tuning.resolve import as_composite
+
+        composite, params = as_composite(composite, model, params)
         if isinstance(composite, str):
             base = _composites.get(composite, **params)
         elif isinstance(composite, _composites.Composite):
@@ -305,5 +311,9 @@ def explain(
     """
     options = {k: params.pop(k) for k in ENGINE_OPTIONS if k in params}
     call = {k: params.pop(k) for k in CALL_OPTIONS if k in params}
+    if isinstance(composite, str) and composite == "auto":  # relprop.tuning: a quick search on these inputs
+        from ..tuning.resolve import auto_composite
+
+        composite = auto_composite(model, inputs, target, params.pop("tuned", None))
     explainer = Explainer(model, composite if composite is not None else "epsilon-gamma-box", **options, **params)
     return explainer(inputs, target, **call)

@@ -66,6 +66,11 @@ class MetricColumn:
         return {True: "higher", False: "lower", None: "-"}[self.higher_is_better]
 
 
+#: Replacement name meaning "the data's reference input" (:attr:`MetricBatch.reference`: e.g. the training
+#: set's per-feature mean, else the mean of the evaluated inputs).
+DATASET_MEAN = "dataset-mean"
+
+
 @dataclass
 class EvaluationSettings:
     """Options of the metrics (see :mod:`relprop.metrics` for their meaning).
@@ -123,6 +128,9 @@ class MetricBatch:
         The metric options.
     generator
         The method's own noise generator (the same seed for every method).
+    reference
+        The data's reference input, used by the ``dataset-mean`` replacement (``None``: that name is
+        passed on to :func:`~relprop.metrics.selectivity`, which refuses it).
     """
 
     model: nn.Module
@@ -133,6 +141,7 @@ class MetricBatch:
     explain_fn: Callable[[nn.Module, Tensor, Tensor], Tensor]
     settings: EvaluationSettings
     generator: torch.Generator
+    reference: Tensor | None = None
 
     @property
     def relevance(self) -> Tensor:
@@ -294,7 +303,7 @@ def _selectivity(batch: MetricBatch) -> Measurement:
             batch.target,
             patch_size=settings.patch_size,
             regions_per_step=settings.regions_per_step,
-            replacement=r,
+            replacement=batch.reference if r == DATASET_MEAN and batch.reference is not None else r,
             score=settings.score,
             low=low,
             high=high,

@@ -56,9 +56,10 @@ ORDERS = ("morf", "lerf", "random")
 #: neighbours that are still present.
 REPLACEMENTS = ("zeros", "mean", "blur", "uniform", "inpaint")
 
-#: A replacement: a name from :data:`REPLACEMENTS`, a constant, or ``fn(inputs, removed) -> perturbed``
-#: where ``removed`` is a boolean mask broadcastable to ``inputs``.
-Replacement = str | float | Callable[[Tensor, Tensor], Tensor]
+#: A replacement: a name from :data:`REPLACEMENTS`, a constant, a fixed reference tensor (broadcastable to
+#: ``inputs``, e.g. the training set's per-feature mean), or ``fn(inputs, removed) -> perturbed`` where
+#: ``removed`` is a boolean mask broadcastable to ``inputs``.
+Replacement = str | float | Tensor | Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -198,6 +199,8 @@ def _replacer(
 ) -> Callable[[Tensor], Tensor]:
     """``perturb(removed) -> inputs with the removed features replaced``."""
     image = inputs.dim() == 4
+    if isinstance(replacement, Tensor):
+        return _reference_replacer(replacement, inputs)
     if callable(replacement):
         fn = replacement
         return lambda removed: fn(inputs, removed)
@@ -225,6 +228,18 @@ def _replacer(
         raise ConfigurationError(
             f"unknown replacement {replacement!r}; choose one of {', '.join(REPLACEMENTS)}, a number or a function."
         )
+    return lambda removed: torch.where(removed, baseline, inputs)
+
+
+def _reference_replacer(reference: Tensor, inputs: Tensor) -> Callable[[Tensor], Tensor]:
+    """Removed features take the value of a fixed ``reference`` (one sample's shape, or broadcastable)."""
+    try:
+        baseline = torch.broadcast_to(reference.detach().to(inputs), inputs.shape)
+    except RuntimeError:
+        raise ConfigurationError(
+            f"replacement tensor of shape {tuple(reference.shape)} does not fit inputs of shape "
+            f"{tuple(inputs.shape)}; pass one shaped like one input or broadcastable to the batch."
+        ) from None
     return lambda removed: torch.where(removed, baseline, inputs)
 
 
@@ -304,7 +319,8 @@ def perturbation_curve(
     replacement
         What removed features become: ``"zeros"``, ``"mean"`` (per sample and channel), ``"blur"``
         (Gaussian, ``blur_sigma``), ``"uniform"`` (noise in ``[low, high]``, default the batch's
-        range), ``"inpaint"`` (mean of the present neighbours), a constant, or a function.
+        range), ``"inpaint"`` (mean of the present neighbours), a constant, a fixed reference tensor
+        (shaped like one input or broadcastable to ``inputs``: e.g. the training set's mean), or a function.
     score
         ``"logit"`` or ``"probability"``.
     generator

@@ -38,6 +38,7 @@ from ..models.loading import ModelBundle, load_model
 from . import catalogue, explain
 from .catalogue import STATIC
 from .service import ExplainService, LoadedModel, probe_model
+from .tuned import load_tuned
 
 __all__ = ["WebSettings", "create_app"]
 
@@ -99,6 +100,9 @@ class WebSettings:
     store, spray
         A relevance store to browse at ``/browse`` (:mod:`relprop.web.browse`), and the folder
         ``relprop spray`` wrote for it (its clusters and embedding).
+    tuned
+        A ``relprop tune`` file: offered as the composite ``tuned`` for the models it was tuned on
+        (refused at start if it fits none).
     """
 
     models: tuple[str, ...] = ("digits",)
@@ -120,6 +124,7 @@ class WebSettings:
     max_connections: int = 256
     store: Path | None = None
     spray: Path | None = None
+    tuned: str | None = None
 
 
 def _load_models(settings: WebSettings, bundles: Mapping[str, ModelBundle] | None) -> dict[str, LoadedModel]:
@@ -157,14 +162,16 @@ def create_app(settings: WebSettings | None = None, *, bundles: Mapping[str, Mod
         a notebook: ``create_app(bundles={"mine": ModelBundle(...)})``).
     """
     settings = settings or WebSettings()
+    models = _load_models(settings, bundles)
     service = ExplainService(
-        _load_models(settings, bundles),
+        models,
         max_concurrent=settings.max_concurrent,
         max_queue=settings.max_queue,
         max_pixels=settings.max_pixels,
         queue_timeout=settings.queue_timeout,
         explainer_cache=settings.explainer_cache,
         max_uploads=settings.max_uploads,
+        tuned=None if settings.tuned is None else load_tuned(settings.tuned, models),
     )
     private_tmp = Path(tempfile.mkdtemp(prefix="relprop-web-", dir=settings.temp_dir))
 

@@ -15,6 +15,7 @@ from .. import methods as _methods
 from .samples import sample_png, samples
 from .schemas import CompositeInfo, ErrorDetail, MethodInfo, ModelInfo, ParameterInfo, SampleInfo, ServerStatus
 from .service import PARAMETERS, ExplainService
+from .tuned import TUNED
 
 __all__ = ["STATIC", "router", "service_of"]
 
@@ -55,11 +56,14 @@ async def list_models(service: Service) -> list[ModelInfo]:
 
 
 @router.get("/api/composites", response_model=list[CompositeInfo], summary="The named LRP composites")
-async def list_composites() -> list[CompositeInfo]:
-    return [
+async def list_composites(service: Service) -> list[CompositeInfo]:
+    named = [
         CompositeInfo(name=n, description=d, params=list(p), tunable=[q for q in p if q in PARAMETERS])
         for n, d, p in _composites.describe()
     ]
+    if service.tuned is None:
+        return named
+    return [*named, CompositeInfo(name=TUNED, description=service.tuned.description, params=[], tunable=[])]
 
 
 @router.get("/api/parameters", response_model=list[ParameterInfo], summary="Ranges and defaults of the sliders")

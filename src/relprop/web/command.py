@@ -164,6 +164,12 @@ def _with_dense_examples(models: tuple[str, ...], weights: tuple[str, ...]) -> t
 @click.option("--store", type=click.Path(path_type=Path), default=None, help="A relevance store to browse at /browse.")
 @click.option("--spray", type=click.Path(path_type=Path), default=None, help="relprop spray's --out for --store.")
 @click.option(
+    "--composite",
+    "tuned",
+    default=None,
+    help="A tuned.json from relprop tune: offered as the composite 'tuned' for the models it was tuned on.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -188,6 +194,7 @@ def serve(
     threads: int | None,
     store: Path | None,
     spray: Path | None,
+    tuned: str | None,
     log_level: str,
 ) -> None:
     """Serve the interactive web app: upload an image, pick a rule and its parameters, see the heatmap."""
@@ -231,6 +238,7 @@ def serve(
             temp_dir=temp_dir,
             store=store,
             spray=spray,
+            tuned=tuned,
         )
         try:
             app = create_app(settings)

@@ -70,6 +70,7 @@ from .schemas import (
     RelevanceSummary,
     ResultImages,
 )
+from .tuned import TUNED, TunedEntry
 
 __all__ = [
     "DEFAULT_COMPOSITE",
@@ -242,6 +243,7 @@ class ExplainService:
         queue_timeout: float = 60.0,
         explainer_cache: int = 4,
         max_uploads: int = 32,
+        tuned: TunedEntry | None = None,
     ) -> None:
         if not models:
             raise ConfigurationError("the web app needs at least one model.")
@@ -258,6 +260,7 @@ class ExplainService:
         self.queue_timeout = queue_timeout
         self.explainer_cache = explainer_cache
         self.max_uploads = max_uploads
+        self.tuned = tuned  # relprop serve --composite tuned.json: the "tuned" composite (relprop.web.tuned)
         self._slots: queue.Queue[_Slot] = queue.Queue()
         for k in range(max_concurrent):
             copies = {
@@ -344,6 +347,8 @@ class ExplainService:
         given = {k: v for k, v in self._params(form).items() if v is not None}
         if form.method == "lrp":
             accepted = {name: params for name, _, params in _composites.describe()}
+            if self.tuned is not None:
+                accepted[TUNED] = ()
             composite = form.composite or DEFAULT_COMPOSITE
             if composite not in accepted:
                 valid = list(accepted)
@@ -541,8 +546,11 @@ class ExplainService:
         try:
             if form.method == "lrp":
                 composite = form.composite or DEFAULT_COMPOSITE
-                explainer = self._explainer(slot, name, model, loaded, composite, params)
-                result = explainer(x, target, top=form.score)
+                if composite == TUNED and self.tuned is not None:
+                    result = self._explain_tuned(self.tuned, name, model, x, target, form.score)
+                else:
+                    explainer = self._explainer(slot, name, model, loaded, composite, params)
+                    result = explainer(x, target, top=form.score)
             else:
                 output = bundle.output
                 result = explain_fn(model, x, target, method=form.method, nonfinite="report", output=output)
@@ -574,6 +582,21 @@ class ExplainService:
         )
         summary["seconds"] = round(time.perf_counter() - started, 4)
         return Outcome(ExplainResult(**summary), heat_png, relevance.numpy())
+
+    @staticmethod
+    def _explain_tuned(
+        tuned: TunedEntry, name: str, model: nn.Module, x: torch.Tensor, target: Any, score: str
+    ) -> Explanation:
+        refusal = tuned.refusal(name)
+        if refusal is not None:
+            raise RequestError(422, refusal, "composite")
+        if score != "logit" and tuned.tuned.candidate.reference is not None:
+            raise RequestError(
+                422,
+                f"score 'log-odds' does not apply to the tuned {tuned.tuned.spec}, which explains f(x) - f(x̄)",
+                "score",
+            )
+        return tuned.explain(model, x, target, score)
 
     def _explainer(
         self,
