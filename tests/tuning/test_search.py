@@ -148,9 +148,11 @@ def test_the_choice_follows_the_objective_direction(
 def test_the_search_stops_within_the_budget(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> None:
     candidates = [f"lrp:epsilon,epsilon={e}" for e in (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)]
     objective = Scripted({c: 1.0 for c in candidates}, delay=0.15)  # 0.3 s per candidate (two splits)
-    tuned = relprop.tune(digits_model, digits[0], objective=objective, candidates=candidates, budget=1.0)
+    tuned = relprop.tune(digits_model, digits[0], objective=objective, candidates=candidates, budget=1.0,
+                          keep_first=True)  # fmt: skip
     assert tuned.stopped == "budget" and 1 <= len(tuned.results) <= 3
-    assert tuned.elapsed_s <= 1.0 + 0.3
+    # All eight would take 2.4 s; the slack (not 0.3 s) keeps a loaded CI machine from failing it.
+    assert tuned.elapsed_s <= 1.0 + 1.0
 
 
 def test_a_budget_too_small_for_one_candidate_is_a_clear_error(
@@ -161,7 +163,7 @@ def test_a_budget_too_small_for_one_candidate_is_a_clear_error(
         relprop.tune(digits_model, digits[0], objective=objective, candidates=QUICK, budget=0.01)
     message = str(info.value)
     assert re.fullmatch(
-        r"budget 0\.01 s is too small for one candidate: lrp:epsilon-gamma-box,low=0,high=1 took 0\.\d s on 24 "
+        r"budget 0\.01 s is too small for one candidate: lrp:epsilon-gamma-box,low=0,high=1 took \d+\.\d s on 24 "
         r"inputs; give a budget of at least \d+ s or fewer inputs\.",
         message,
     ), message
