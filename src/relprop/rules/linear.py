@@ -434,12 +434,17 @@ class GammaRule(LinearRule):
         negative_outputs = not hints.output_after_relu and bool((y < 0).any())
         if nonnegative and not negative_outputs:
             # ReLU nets: z = (W + γW⁺) a + b + γb⁺ ≥ y, so z > 0 wherever y > 0 carries relevance.
-            s_pos = _relevance_ratio_(op.apply(x, w_pos, b_pos).clamp_(min=0).add_(eps), y, grad)
+            # The stabiliser rides in the layer's bias: max(z + ε, ε) = max(z, 0) + ε.
+            b_eps = _lazy(prepared, "bias_pos_gamma_eps", lambda: _plus_stabilizer(b_pos, y, op, eps))
+            z = op.apply(x, w_pos, b_eps).clamp_(min=eps)
+            s_pos = torch.div(y, z, out=z).mul_(grad)
             if not hints.output_after_relu:
                 s_pos.masked_fill_(y <= 0, 0.0)
             return Propagation(
                 grad=op.vjp(s_pos, w_pos, x), bias_relevance=channel_constant_relevance(s_pos, b_pos, op)
             )
+        if nonnegative and op.groups == 1:
+            return self._propagate_signed_stacked(op, x, y, grad, prepared)
         w_abs = _lazy(prepared, "weight_abs", weight.abs)
         # With m = |W||a|: a⁺w⁺ + a⁻w⁻ = (Wa + m)/2 and a⁺w⁻ + a⁻w⁺ = (Wa − m)/2, so the two
         # denominators are z± = (1 + γ/2) y ± (γ/2)(m + |b|), and z₊ ≥ y > 0, z₋ ≤ y < 0 where they
@@ -464,6 +469,57 @@ class GammaRule(LinearRule):
             assert plain is not None and signed_part is not None
             bias_rel = plain + signed_part
         return Propagation(grad=grad_x, bias_relevance=bias_rel)
+
+    def _propagate_signed_stacked(
+        self, op: LinearOp, x: Tensor, y: Tensor, grad: Tensor, prepared: Prepared
+    ) -> Propagation:
+        """The sign-aware rule for ``x ≥ 0`` with the two backward products in one.
+
+        The same arithmetic as the general path, with the constant factors moved into cached weights:
+        ``z = y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``t = g / z``, ``s = y t`` and
+        ``d = |y| t`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
+        ``(1 + γ/2) Wᵀs + (γ/2)|W|ᵀd`` is one transposed product of ``[s, d]`` with the weights
+        ``[(1 + γ/2) W, (γ/2)|W|]`` stacked along the output channels.
+        """
+        g, eps = self.gamma, self.stabilizer
+        weight, bias = prepared["weight"], prepared["bias"]
+        half_abs = _lazy(prepared, "weight_abs_half_gamma", lambda: weight.abs().mul_(0.5 * g))
+        half_abs_bias = _lazy(
+            prepared,
+            "bias_abs_half_gamma_eps",
+            lambda: _plus_stabilizer(None if bias is None else bias.abs().mul_(0.5 * g), y, op, eps),
+        )
+        channel = -1 if op.kind == "linear" else 1
+        stacked = _lazy(
+            prepared,
+            "weight_stacked_gamma",
+            lambda: torch.cat([weight * (1 + 0.5 * g), half_abs], dim=op.out_channel_dim),
+        )
+        z = op.apply(x, half_abs, half_abs_bias).copysign_(y).add_(y, alpha=1 + 0.5 * g)
+        ratio = torch.div(grad, z, out=z)
+        both = torch.empty(
+            (*y.shape[:channel], 2 * y.shape[channel], *y.shape[channel:][1:]), dtype=y.dtype, device=y.device
+        )
+        s, d = both.chunk(2, dim=channel)
+        torch.mul(ratio, y, out=s)
+        torch.abs(y, out=d).mul_(ratio)
+        del ratio, z
+        bias_rel = None
+        if bias is not None:
+            # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
+            stacked_bias = _lazy(
+                prepared, "bias_stacked_gamma", lambda: torch.cat([bias * (1 + 0.5 * g), bias.abs() * (0.5 * g)])
+            )
+            bias_rel = channel_constant_relevance(both, stacked_bias, op)
+        return Propagation(grad=op.vjp(both, stacked, x), bias_relevance=bias_rel)
+
+
+def _plus_stabilizer(bias: Tensor | None, y: Tensor, op: LinearOp, eps: float) -> Tensor:
+    """``bias + ε`` per output channel (``ε`` alone without a bias), to add ε inside the layer's own product."""
+    if bias is not None:
+        return bias + eps
+    channels = y.shape[-1] if op.kind == "linear" else y.shape[1]
+    return torch.full((channels,), eps, dtype=y.dtype, device=y.device)
 
 
 @register
