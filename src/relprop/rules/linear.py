@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError, GraphChangedError
-from ..ledger import LedgerEntry
+from ..ledger import DotMemo, LedgerEntry
 from ..ops import LinearOp
 from ..params import NON_NEGATIVE, Spec
 from .base import Rule, per_sample_dot, per_sample_sum, register, safe_divide, stabilize
@@ -159,6 +159,7 @@ class LinearRule(Rule):
             input_is_model_input=call.is_model_input(x),
             direct=call.direct,
             input_nonnegative=True if record.input_nonnegative else None,
+            dots=call.dots,
         )
         y = ModifiedLinear.apply(x, bundle)
         if record.merge_bn is not None:
@@ -986,6 +987,7 @@ class LinearBundle:
     input_is_model_input: bool
     direct: DirectRelevance
     input_nonnegative: bool | None = None
+    dots: DotMemo | None = None
 
 
 class ModifiedLinear(torch.autograd.Function):
@@ -1018,9 +1020,16 @@ class ModifiedLinear(torch.autograd.Function):
         hints = Hints(output_after_relu=bundle.proxy is not None, input_nonnegative=bundle.input_nonnegative)
         result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared, hints)
         grad_x: Tensor | None
+        relevance_out = None
+        if bundle.entry is not None:
+            relevance_out = None if bundle.dots is None else bundle.dots.recall(y, grad)
+            if relevance_out is None:
+                relevance_out = per_sample_dot(y.contiguous(), grad.contiguous())
         if result.grad is not None:
             grad_x = result.grad
             relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+            if relevance_in is not None and bundle.dots is not None:
+                bundle.dots.remember(x, grad_x, relevance_in)
         else:
             relevance = result.relevance
             assert relevance is not None
@@ -1035,7 +1044,8 @@ class ModifiedLinear(torch.autograd.Function):
                 relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
         if bundle.entry is not None:
             assert relevance_in is not None
-            bundle.entry.add(per_sample_dot(y.contiguous(), grad.contiguous()), relevance_in, result.bias_relevance)
+            assert relevance_out is not None
+            bundle.entry.add(relevance_out, relevance_in, result.bias_relevance)
         return grad_x, None
 
 
