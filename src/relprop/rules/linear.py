@@ -361,7 +361,12 @@ def _relevance_ratio_(denominator: Tensor, y: Tensor, grad: Tensor) -> Tensor:
 def _nonnegative(x: Tensor, hints: Hints) -> bool:
     if hints.input_nonnegative is not None:
         return hints.input_nonnegative
-    return not bool((x < 0).any())
+    return not _has_negative(x)
+
+
+def _has_negative(t: Tensor) -> bool:
+    """Whether any value is below 0 (NaN is not): one reduction, no boolean temporary."""
+    return t.numel() > 0 and bool(t.amin() < 0)
 
 
 def _sum_relevance(
@@ -432,7 +437,7 @@ class GammaRule(LinearRule):
         w_pos = prepared["weight_pos_gamma"]
         b_pos = prepared["bias_pos_gamma"]
         nonnegative = _nonnegative(x, hints)
-        negative_outputs = not hints.output_after_relu and bool((y < 0).any())
+        negative_outputs = not hints.output_after_relu and _has_negative(y)
         if nonnegative and not negative_outputs:
             # ReLU nets: z = (W + γW⁺) a + b + γb⁺ ≥ y, so z > 0 wherever y > 0 carries relevance.
             # The stabiliser rides in the layer's bias: max(z + ε, ε) = max(z, 0) + ε.
@@ -723,7 +728,7 @@ class ZBoxRule(LinearRule):
             subtract = _cached(prepared, "box_term", key, lambda: box_term(low[:1], high[:1]))
         z = y - subtract
         # Inside the box z ≥ 0; outside it, fall back to the sign-aware stabiliser.
-        z = stabilize(z, self.stabilizer) if bool((z < 0).any()) else z.add_(self.stabilizer)
+        z = stabilize(z, self.stabilizer) if _has_negative(z) else z.add_(self.stabilizer)
         s = _relevance_ratio_(z, y, grad)
         del z
         relevance = x * op.vjp(s, weight, x)
