@@ -39,11 +39,14 @@ def time_round_robin(
     is_slow: Callable[[str], bool],
     slow_repeats: int,
     progress: str | None = None,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Time each call ``repeats`` times (``slow_repeats`` for the slow ones) after one warm-up.
 
     The calls take turns within each round, so that drift of a shared machine hits all alike.
-    With ``progress`` (a label) the warm-ups and rounds are reported on stderr.
+    With ``progress`` (a label) the warm-ups and rounds are reported on stderr. Wall times are
+    returned; pass a dict as ``cpu_times`` to also get the process CPU time of each call
+    (``time.process_time``, all threads), which other processes on a shared machine disturb far less.
     """
     for name, call in calls.items():
         if progress is not None:
@@ -55,10 +58,12 @@ def time_round_robin(
             if is_slow(name) and round_index >= slow_repeats:
                 continue
             sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             call()
             sync(device)
             times[name].append(time.perf_counter() - start)
+            if cpu_times is not None:
+                cpu_times.setdefault(name, []).append(time.process_time() - cpu_start)
         if progress is not None:
             print(f"  round {round_index + 1}/{repeats} done", file=sys.stderr)
     return times

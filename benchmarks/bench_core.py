@@ -11,6 +11,8 @@ resident set) or ``torch.cuda.max_memory_allocated`` (CUDA) during one call,
 minus what was resident just before it: model weights and relprop's cached modified weights
 are excluded from the call peak; the cache is reported on its own. Timing runs interleave the
 methods round-robin in one process, so that drift of a shared machine hits all of them alike.
+Next to the wall time, the process CPU time of each call (``time.process_time``, all threads) is
+reported: on a shared machine it is far less disturbed by other processes than the wall time.
 
 Results are printed as a Markdown table (for BENCHMARKS.md) and written as JSON with
 ``--json PATH``.
@@ -165,11 +167,13 @@ def measure_memory(model_name: str, method: str, device: str, threads: int, batc
 
 def measure_times(
     model_name: str, methods: list[str], device: str, threads: int, batch: int, repeats: int, zennit_repeats: int
-) -> dict[str, list[float]]:
-    """Median-ready timings, methods interleaved round-robin so that machine drift hits all alike."""
+) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU times per method, methods interleaved round-robin so that machine drift hits all alike."""
     model, x = setup_model(model_name, device, threads, batch)
     calls = {m: build_method(m, model, x)[0] for m in methods}
-    return time_round_robin(calls, device, repeats, lambda m: m.startswith("zennit"), zennit_repeats)
+    cpu: dict[str, list[float]] = {}
+    wall = time_round_robin(calls, device, repeats, lambda m: m.startswith("zennit"), zennit_repeats, cpu_times=cpu)
+    return {"wall": wall, "cpu": cpu}
 
 
 def main() -> None:
@@ -221,10 +225,16 @@ def main() -> None:
         times = child(model_name, "times")
         for method in args.methods:
             memory = child(model_name, method)
-            result = {**memory, "times_s": times[method], "median_s": statistics.median(times[method])}
+            result = {
+                **memory,
+                "times_s": times["wall"][method],
+                "median_s": statistics.median(times["wall"][method]),
+                "cpu_times_s": times["cpu"][method],
+                "median_cpu_s": statistics.median(times["cpu"][method]),
+            }
             results.append(result)
             print(
-                f"{model_name:>9} {method:<28} {result['median_s']:8.3f} s  "
+                f"{model_name:>9} {method:<28} {result['median_s']:8.3f} s  cpu {result['median_cpu_s']:8.3f} s  "
                 f"peak {result['peak_bytes'] / 2**20:8.1f} MiB",
                 file=sys.stderr,
             )
@@ -234,21 +244,25 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(
         f"\nDevice: {args.device} ({device_name}), threads={args.threads}, "
-        f"batch {args.batch}×3×224×224, torch {torch.__version__}\n"
+        f"batch {args.batch}×3×224×224, torch {torch.__version__}, "
+        f"load average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}\n"
     )
     print(
-        "| model | method | median time (s) | × gradient×input | peak memory (MiB) | × gradient×input "
-        "| cached weights (MiB) |"
+        "| model | method | median time (s) | × gradient×input | CPU time (s) | × gradient×input "
+        "| peak memory (MiB) | × gradient×input | cached weights (MiB) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model_name in args.models:
         rows = [r for r in results if r["model"] == model_name]
         base = next((r for r in rows if r["method"] == "gradient-x-input"), None)
         for r in rows:
             t_ratio = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
+            c_ratio = f"{r['median_cpu_s'] / base['median_cpu_s']:.2f}" if base else "-"
             m_ratio = f"{r['peak_bytes'] / base['peak_bytes']:.2f}" if base and base["peak_bytes"] > 0 else "-"
             print(
-                f"| {model_name} | {r['method']} | {r['median_s']:.3f} | {t_ratio} | {r['peak_bytes'] / 2**20:.0f} | "
+                f"| {model_name} | {r['method']} | {r['median_s']:.3f} | {t_ratio} | "
+                f"{r['median_cpu_s']:.3f} | {c_ratio} | "
+                f"{r['peak_bytes'] / 2**20:.0f} | "
                 f"{m_ratio} | {r['cache_bytes'] / 2**20:.0f} |"
             )
     if args.json:

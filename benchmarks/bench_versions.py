@@ -3,9 +3,11 @@
 Run ``python benchmarks/bench_versions.py --tree before=/path/to/old/src --tree after=src``. Each
 round runs every tree once, in a fresh process per tree (one relprop per process), in turns, so
 that drift of a shared machine hits both alike; within a process the methods are timed
-round-robin (``_timing.time_round_robin``). Reported: the median time of each method per tree, the
-ratio of each LRP composite to Gradient×Input per tree (the machine-independent number), and per
-method the median over rounds of ``time(tree) / time(first tree)``.
+round-robin (``_timing.time_round_robin``). Reported, for the wall time and for the process CPU
+time (``time.process_time``; far less disturbed by other processes on a shared machine, exactly the
+work done with ``--threads 1``): the median time of each method per tree, the ratio of each LRP
+composite to Gradient×Input per tree (the machine-independent number), and per method the median
+over rounds of ``time(tree) / time(first tree)``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ def child(model_name: str, methods: list[str], threads: int, batch: int, repeats
 
     model, x = setup_model(model_name, "cpu", threads, batch)
     calls = {m: build_method(m, model, x)[0] for m in methods}
-    times = time_round_robin(calls, "cpu", repeats, lambda m: False, repeats)
-    print(json.dumps({m: statistics.median(t) for m, t in times.items()}))
+    cpu: dict[str, list[float]] = {}
+    wall = time_round_robin(calls, "cpu", repeats, lambda m: False, repeats, cpu_times=cpu)
+    print(
+        json.dumps(
+            {
+                kind: {m: statistics.median(t) for m, t in times.items()}
+                for kind, times in (("wall", wall), ("cpu", cpu))
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -48,7 +58,7 @@ def main() -> None:
         return
     trees = [t.split("=", 1) for t in args.tree]
     here = Path(__file__).resolve().parent
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
+    results: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name, _ in trees}
     for round_index in range(args.rounds):
         for name, path in trees:
             env = {**os.environ, "PYTHONPATH": f"{Path(path).resolve()}{os.pathsep}{here}"}
@@ -58,12 +68,19 @@ def main() -> None:
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"round {round_index + 1}/{args.rounds} {name}: {results[name][-1]}", file=sys.stderr)
+    for kind in ("wall", "cpu"):
+        print(f"\n{kind} time")
+        report({name: [r[kind] for r in rounds] for name, rounds in results.items()}, trees, args.methods)
+
+
+def report(results: dict[str, list[dict[str, float]]], trees: list[list[str]], methods: list[str]) -> None:
+    """Print the medians, the ratios to Gradient×Input and the ratios to the first tree."""
     first = trees[0][0]
-    print(f"| tree | {' | '.join(args.methods)} | " + " | ".join(f"{m} / GxI" for m in args.methods[1:]) + " |")
-    print("|---" * (1 + 2 * len(args.methods) - 1) + "|")
+    print(f"| tree | {' | '.join(methods)} | " + " | ".join(f"{m} / GxI" for m in methods[1:]) + " |")
+    print("|---" * (1 + 2 * len(methods) - 1) + "|")
     for name, _ in trees:
-        medians = [statistics.median(r[m] for r in results[name]) for m in args.methods]
-        ratios = [statistics.median(r[m] / r[args.methods[0]] for r in results[name]) for m in args.methods[1:]]
+        medians = [statistics.median(r[m] for r in results[name]) for m in methods]
+        ratios = [statistics.median(r[m] / r[methods[0]] for r in results[name]) for m in methods[1:]]
         print(
             f"| {name} | "
             + " | ".join(f"{t:.3f} s" for t in medians)
@@ -74,7 +91,7 @@ def main() -> None:
     for name, _ in trees[1:]:
         per_method = {
             m: statistics.median(b[m] / a[m] for a, b in zip(results[first], results[name], strict=True))
-            for m in args.methods
+            for m in methods
         }
         print(f"\n{name} / {first}: " + ", ".join(f"{m} {q:.3f}" for m, q in per_method.items()))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import relprop
-from relprop.ledger import Ledger, LedgerEntry
+from relprop.ledger import DotMemo, Ledger, LedgerEntry
 
 from models import small_cnn
 
@@ -64,3 +64,34 @@ def test_engine_ledger_stops_closing_when_an_entry_is_tampered(explained: relpro
     assert first.relevance_in is not None
     first.relevance_in = first.relevance_in + 1e-3 * ledger.score.abs()
     assert not ledger.closes(rtol=1e-6)
+
+
+def test_dot_memo_answers_only_for_the_same_unchanged_tensors() -> None:
+    x, g = torch.rand(2, 3, 4), torch.rand(2, 3, 4)
+    value = (x * g).sum((1, 2))
+    memo = DotMemo()
+    memo.remember(x, g, value)
+    assert memo.recall(x, g) is value
+    assert memo.recall(x, g) is None  # forgotten after one question
+    memo.remember(x, g, value)
+    assert memo.recall(x, g.clone()) is None  # same values, other memory
+    memo.remember(x, g, value)
+    g.add_(1.0)  # written in place: another version
+    assert memo.recall(x, g) is None
+    memo.remember(x, g, value)
+    assert memo.recall(x.view(2, 12), g.view(2, 12)) is None  # other layout
+
+
+def test_ledger_closes_with_reused_dot_products_in_a_relu_chain() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 36, 5),
+    ).eval()  # fmt: skip
+    x = torch.rand(2, 3, 6, 6)
+    result = relprop.Explainer(model, "epsilon-gamma-box", low=0.0, high=1.0)(x)
+    entries = [e for e in result.ledger.entries if e.relevance_in is not None and e.relevance_out is not None]
+    # Conv 1 → ReLU → conv 2: what conv 2 hands down is exactly what arrives at conv 1's output.
+    first, second = entries[0], entries[1]
+    assert torch.equal(first.relevance_out, second.relevance_in)
+    assert result.ledger.closes()

@@ -14,7 +14,44 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["Ledger", "LedgerEntry"]
+__all__ = ["DotMemo", "Ledger", "LedgerEntry"]
+
+
+def _layout(t: Tensor) -> tuple[object, ...]:
+    return (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device, t._version)
+
+
+class DotMemo:
+    """The last per-sample ``Σ x ⊙ g`` a layer's backward computed, for the next step to reuse.
+
+    In a chain ``layer → ReLU → layer`` the upper layer books ``Σ a ⊙ g_a`` as the relevance it
+    hands down, and the layer below books the very same product as the relevance arriving at
+    its output (its ``y`` is ``a``, its incoming gradient is ``g_a``). The memo holds both tensors
+    (so their memory cannot be reused) and answers only for the same memory, layout and version
+    (an accumulated or modified gradient is another tensor or another version), so a hit is the
+    same dot product of the same values, not an identity assumed by the maths.
+    """
+
+    __slots__ = ("_held", "_key", "_value")
+
+    def __init__(self) -> None:
+        self._held: tuple[Tensor, Tensor] | None = None
+        self._key: tuple[object, ...] | None = None
+        self._value: Tensor | None = None
+
+    def remember(self, x: Tensor, grad: Tensor, value: Tensor) -> None:
+        """Keep ``value = Σ x ⊙ grad`` (per sample)."""
+        self._held = (x, grad)
+        self._key = (_layout(x), _layout(grad))
+        self._value = value
+
+    def recall(self, x: Tensor, grad: Tensor) -> Tensor | None:
+        """``Σ x ⊙ grad`` if it was the last product remembered, else ``None``; forgets it either way."""
+        key, value = self._key, self._value
+        self._held = self._key = self._value = None
+        if key is None or key != (_layout(x), _layout(grad)):
+            return None
+        return value
 
 
 @dataclass

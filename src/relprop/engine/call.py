@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..kinds import NATIVE_INPLACE, Kind, is_inplace, out_of_place
-from ..ledger import LedgerEntry
+from ..ledger import DotMemo, LedgerEntry
 from ..rules.base import Probe, Rule
 from .model import display_path
 
@@ -208,6 +208,11 @@ class Call:
     def direct(self) -> DirectRelevance:
         """Where rules put relevance they hand straight to the model input."""
         return self.state.direct
+
+    @property
+    def dots(self) -> DotMemo:
+        """The last ledger dot product of this call's backward (see :class:`relprop.ledger.DotMemo`)."""
+        return self.state.dots
 
     @property
     def weights(self) -> WeightCache:

@@ -29,7 +29,7 @@ from .. import aten as _aten
 from .._decompose import DECOMPOSITIONS
 from ..errors import ConfigurationError, GraphChangedError, RelpropError, UnsupportedOperationError
 from ..kinds import KINDS, NATIVE_INPLACE, Kind, Operands, is_inplace
-from ..ledger import LedgerEntry
+from ..ledger import DotMemo, LedgerEntry
 from ..ops import describe_function, is_elementwise_module
 from ..rules.base import Rule
 from .call import Call, DirectRelevance, carries, run_native
@@ -88,6 +88,8 @@ class CallState:
     records: list[OpRecord] = field(default_factory=list)
     entries: list[LedgerEntry] = field(default_factory=list)
     direct: DirectRelevance = field(default_factory=DirectRelevance)
+    # The last ledger dot product a layer's backward computed (the layer below may need the same one).
+    dots: DotMemo = field(default_factory=DotMemo)
     pending: dict[int, Any] = field(default_factory=dict)
     # In-place aliasing, run functionally: the newest version of each tensor changed in place, and
     # how every view of a relevance-carrying tensor was derived (to re-derive it from a newer base).

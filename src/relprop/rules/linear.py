@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError, GraphChangedError
-from ..ledger import LedgerEntry
+from ..ledger import DotMemo, LedgerEntry
 from ..ops import LinearOp
 from ..params import NON_NEGATIVE, Spec
 from .base import Rule, per_sample_dot, per_sample_sum, register, safe_divide, stabilize
@@ -159,6 +159,7 @@ class LinearRule(Rule):
             input_is_model_input=call.is_model_input(x),
             direct=call.direct,
             input_nonnegative=True if record.input_nonnegative else None,
+            dots=call.dots,
         )
         y = ModifiedLinear.apply(x, bundle)
         if record.merge_bn is not None:
@@ -360,7 +361,12 @@ def _relevance_ratio_(denominator: Tensor, y: Tensor, grad: Tensor) -> Tensor:
 def _nonnegative(x: Tensor, hints: Hints) -> bool:
     if hints.input_nonnegative is not None:
         return hints.input_nonnegative
-    return not bool((x < 0).any())
+    return not _has_negative(x)
+
+
+def _has_negative(t: Tensor) -> bool:
+    """Whether any value is below 0 (NaN is not): one reduction, no boolean temporary."""
+    return t.numel() > 0 and bool(t.amin() < 0)
 
 
 def _sum_relevance(
@@ -431,15 +437,20 @@ class GammaRule(LinearRule):
         w_pos = prepared["weight_pos_gamma"]
         b_pos = prepared["bias_pos_gamma"]
         nonnegative = _nonnegative(x, hints)
-        negative_outputs = not hints.output_after_relu and bool((y < 0).any())
+        negative_outputs = not hints.output_after_relu and _has_negative(y)
         if nonnegative and not negative_outputs:
             # ReLU nets: z = (W + γW⁺) a + b + γb⁺ ≥ y, so z > 0 wherever y > 0 carries relevance.
-            s_pos = _relevance_ratio_(op.apply(x, w_pos, b_pos).clamp_(min=0).add_(eps), y, grad)
+            # The stabiliser rides in the layer's bias: max(z + ε, ε) = max(z, 0) + ε.
+            b_eps = _lazy(prepared, "bias_pos_gamma_eps", lambda: _plus_stabilizer(b_pos, y, op, eps))
+            z = op.apply(x, w_pos, b_eps).clamp_(min=eps)
+            s_pos = torch.div(y, z, out=z).mul_(grad)
             if not hints.output_after_relu:
                 s_pos.masked_fill_(y <= 0, 0.0)
             return Propagation(
                 grad=op.vjp(s_pos, w_pos, x), bias_relevance=channel_constant_relevance(s_pos, b_pos, op)
             )
+        if nonnegative and op.groups == 1:
+            return self._propagate_signed_stacked(op, x, y, grad, prepared)
         w_abs = _lazy(prepared, "weight_abs", weight.abs)
         # With m = |W||a|: a⁺w⁺ + a⁻w⁻ = (Wa + m)/2 and a⁺w⁻ + a⁻w⁺ = (Wa − m)/2, so the two
         # denominators are z± = (1 + γ/2) y ± (γ/2)(m + |b|), and z₊ ≥ y > 0, z₋ ≤ y < 0 where they
@@ -464,6 +475,57 @@ class GammaRule(LinearRule):
             assert plain is not None and signed_part is not None
             bias_rel = plain + signed_part
         return Propagation(grad=grad_x, bias_relevance=bias_rel)
+
+    def _propagate_signed_stacked(
+        self, op: LinearOp, x: Tensor, y: Tensor, grad: Tensor, prepared: Prepared
+    ) -> Propagation:
+        """The sign-aware rule for ``x ≥ 0`` with the two backward products in one.
+
+        The same arithmetic as the general path, with the constant factors moved into cached weights:
+        ``z = y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``t = g / z``, ``s = y t`` and
+        ``d = |y| t`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
+        ``(1 + γ/2) Wᵀs + (γ/2)|W|ᵀd`` is one transposed product of ``[s, d]`` with the weights
+        ``[(1 + γ/2) W, (γ/2)|W|]`` stacked along the output channels.
+        """
+        g, eps = self.gamma, self.stabilizer
+        weight, bias = prepared["weight"], prepared["bias"]
+        half_abs = _lazy(prepared, "weight_abs_half_gamma", lambda: weight.abs().mul_(0.5 * g))
+        half_abs_bias = _lazy(
+            prepared,
+            "bias_abs_half_gamma_eps",
+            lambda: _plus_stabilizer(None if bias is None else bias.abs().mul_(0.5 * g), y, op, eps),
+        )
+        channel = -1 if op.kind == "linear" else 1
+        stacked = _lazy(
+            prepared,
+            "weight_stacked_gamma",
+            lambda: torch.cat([weight * (1 + 0.5 * g), half_abs], dim=op.out_channel_dim),
+        )
+        z = op.apply(x, half_abs, half_abs_bias).copysign_(y).add_(y, alpha=1 + 0.5 * g)
+        ratio = torch.div(grad, z, out=z)
+        both = torch.empty(
+            (*y.shape[:channel], 2 * y.shape[channel], *y.shape[channel:][1:]), dtype=y.dtype, device=y.device
+        )
+        s, d = both.chunk(2, dim=channel)
+        torch.mul(ratio, y, out=s)
+        torch.abs(y, out=d).mul_(ratio)
+        del ratio, z
+        bias_rel = None
+        if bias is not None:
+            # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
+            stacked_bias = _lazy(
+                prepared, "bias_stacked_gamma", lambda: torch.cat([bias * (1 + 0.5 * g), bias.abs() * (0.5 * g)])
+            )
+            bias_rel = channel_constant_relevance(both, stacked_bias, op)
+        return Propagation(grad=op.vjp(both, stacked, x), bias_relevance=bias_rel)
+
+
+def _plus_stabilizer(bias: Tensor | None, y: Tensor, op: LinearOp, eps: float) -> Tensor:
+    """``bias + ε`` per output channel (``ε`` alone without a bias), to add ε inside the layer's own product."""
+    if bias is not None:
+        return bias + eps
+    channels = y.shape[-1] if op.kind == "linear" else y.shape[1]
+    return torch.full((channels,), eps, dtype=y.dtype, device=y.device)
 
 
 @register
@@ -666,7 +728,7 @@ class ZBoxRule(LinearRule):
             subtract = _cached(prepared, "box_term", key, lambda: box_term(low[:1], high[:1]))
         z = y - subtract
         # Inside the box z ≥ 0; outside it, fall back to the sign-aware stabiliser.
-        z = stabilize(z, self.stabilizer) if bool((z < 0).any()) else z.add_(self.stabilizer)
+        z = stabilize(z, self.stabilizer) if _has_negative(z) else z.add_(self.stabilizer)
         s = _relevance_ratio_(z, y, grad)
         del z
         relevance = x * op.vjp(s, weight, x)
@@ -930,6 +992,7 @@ class LinearBundle:
     input_is_model_input: bool
     direct: DirectRelevance
     input_nonnegative: bool | None = None
+    dots: DotMemo | None = None
 
 
 class ModifiedLinear(torch.autograd.Function):
@@ -962,9 +1025,16 @@ class ModifiedLinear(torch.autograd.Function):
         hints = Hints(output_after_relu=bundle.proxy is not None, input_nonnegative=bundle.input_nonnegative)
         result = bundle.rule.propagate(bundle.op, x, y, grad, bundle.prepared, hints)
         grad_x: Tensor | None
+        relevance_out = None
+        if bundle.entry is not None:
+            relevance_out = None if bundle.dots is None else bundle.dots.recall(y, grad)
+            if relevance_out is None:
+                relevance_out = per_sample_dot(y.contiguous(), grad.contiguous())
         if result.grad is not None:
             grad_x = result.grad
             relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
+            if relevance_in is not None and bundle.dots is not None:
+                bundle.dots.remember(x, grad_x, relevance_in)
         else:
             relevance = result.relevance
             assert relevance is not None
@@ -979,7 +1049,8 @@ class ModifiedLinear(torch.autograd.Function):
                 relevance_in = per_sample_dot(x, grad_x) if bundle.entry is not None else None
         if bundle.entry is not None:
             assert relevance_in is not None
-            bundle.entry.add(per_sample_dot(y.contiguous(), grad.contiguous()), relevance_in, result.bias_relevance)
+            assert relevance_out is not None
+            bundle.entry.add(relevance_out, relevance_in, result.bias_relevance)
         return grad_x, None
 
 
