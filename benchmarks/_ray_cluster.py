@@ -11,6 +11,7 @@ environment; the driver that joins it needs the same environment (:attr:`LocalCl
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import signal
@@ -81,8 +82,11 @@ def local_cluster(
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--disable-usage-stats"]
-    processes = [_ray(env, "start", "--head", f"--port={port}", f"--ray-client-server-port={_free_port()}",
-                      "--include-dashboard=false", *common, log=logs / "head.log")]  # fmt: skip
+    # The Ray Client server (default port 10001) is started only where ray[client] is installed; give it a
+    # free port then, and leave it out otherwise (asking for it without grpcio makes the head exit at once).
+    client = [f"--ray-client-server-port={_free_port()}"] if importlib.util.find_spec("grpc") else []
+    processes = [_ray(env, "start", "--head", f"--port={port}", *client, "--include-dashboard=false", *common,
+                      log=logs / "head.log")]  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         probe_log = logs / "probe.log"
