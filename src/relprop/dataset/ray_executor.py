@@ -203,11 +203,14 @@ def _schedule(ray: Any, ctx: RunContext, pool: _Pool) -> None:
     attempts: dict[int, int] = {}
     in_hand: dict[Any, tuple[int, int, int]] = {}  # ref -> (block, slot, generation)
     while in_hand or (pending and not ctx.stop.requested):
-        for slot in range(len(pool.actors)):
-            while pending and not ctx.stop.requested and pool.load[slot] < _PER_ACTOR:
-                block = pending.popleft()
-                in_hand[pool.actors[slot].run.remote(block)] = (block, slot, pool.generation[slot])
-                pool.load[slot] += 1
+        # Deal one block per worker per pass: with few blocks (two chunks, two workers) filling one worker's queue
+        # first would leave the other idle.
+        for _ in range(_PER_ACTOR):
+            for slot in range(len(pool.actors)):
+                if pending and not ctx.stop.requested and pool.load[slot] < _PER_ACTOR:
+                    block = pending.popleft()
+                    in_hand[pool.actors[slot].run.remote(block)] = (block, slot, pool.generation[slot])
+                    pool.load[slot] += 1
         ready, _ = ray.wait(list(in_hand), num_returns=1, timeout=1.0)
         ctx.progress.update()
         for ref in ready:
