@@ -38,12 +38,12 @@ from torch import Tensor, nn
 from . import composites as _composites
 from . import match
 from .composites import Composite
-from .engine import Explainer, guard
-from .errors import ConfigurationError, InputError
+from .engine import guard
+from .errors import ConfigurationError
 from .explanation import Explanation
 from .ledger import Ledger
 from .methods import _common
-from .methods.deeplift import RescaleMaxPoolRule, RescaleRule, _Paired
+from .methods.deeplift import RescaleMaxPoolRule, RescaleRule, run_paired
 from .rules import LinearRule, Rule, per_sample_sum
 from .rules.difference import DifferenceRule, DifferenceState
 
@@ -152,23 +152,10 @@ def explain_with_reference(
     x = guard.prepare_inputs(model, inputs, mode, facts)
     ref = make_reference(reference, x, data, blur_sigma)
     state = DifferenceState()
-    paired = _Paired(model)
-    explainer = Explainer(paired, reference_composite(base, state), canonize=False, ledger=False, nonfinite="report")
-    try:
-        result = explainer(torch.cat([x, ref]), target)
-    except InputError as exc:
-        if exc.__cause__ is None:
-            raise
-        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
-    n = x.shape[0]
-    relevance = (x - ref) * result.info["input_gradient"][:n]
+    result, reference_score = run_paired(model, reference_composite(base, state), x, ref, target)
+    relevance = (x - ref) * result.info["input_gradient"][: x.shape[0]]
     if state.direct is not None:
         relevance = relevance + state.direct.to(relevance)
-    assert paired.last_output is not None
-    head = _common.resolve_target(result.output, target)
-    reference_output = paired.last_output.detach()[n:]
-    paired.last_output = None
-    reference_score = per_sample_sum(reference_output * head.grad.to(reference_output.dtype))
     input_score = result.ledger.score
     ledger = Ledger(
         score=(input_score - reference_score).detach(),

@@ -655,6 +655,30 @@ class _Paired(nn.Module):
         return out[: (out.shape[0] + 1) // 2]
 
 
+def run_paired(
+    model: nn.Module, composite: Composite, x: Tensor, ref: Tensor, target: Any
+) -> tuple[Explanation, Tensor]:
+    """One explainer call on ``[x; x̄]`` through :class:`_Paired` (DeepLIFT and reference-aware LRP).
+
+    Returns the explanation of the ``x`` half and the reference's score ``s(x̄)`` per sample (the
+    target resolved at ``x``). A torch error of the model's forward pass is reported of the user's
+    model and inputs, not of the pair the call runs.
+    """
+    paired = _Paired(model)
+    explainer = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")
+    try:
+        result = explainer(torch.cat([x, ref]), target)
+    except InputError as exc:
+        if exc.__cause__ is None:
+            raise
+        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
+    assert paired.last_output is not None
+    head = _common.resolve_target(result.output, target)
+    reference_output = paired.last_output.detach()[x.shape[0] :]
+    paired.last_output = None
+    return result, per_sample_sum(reference_output * head.grad.to(reference_output.dtype))
+
+
 @register("deeplift", "DeepLIFT against a reference input, with the rescale or the RevealCancel rule")
 def deeplift(
     model: nn.Module,
@@ -692,22 +716,9 @@ def deeplift(
     composite = deeplift_composite(rule, eps)
     x = inputs  # checked, on the model's device and dtype: see methods.register
     ref = _common.make_baseline(reference, x, "reference", blur_sigma)
-    paired = _Paired(model)
-    explainer = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")
-    try:
-        result = explainer(torch.cat([x, ref]), target)
-    except InputError as exc:
-        if exc.__cause__ is None:
-            raise
-        # Say it of the user's model and inputs, not of the pair the method runs.
-        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
-    n = x.shape[0]
-    multipliers = result.info["input_gradient"][:n]
+    result, reference_score = run_paired(model, composite, x, ref, target)
+    multipliers = result.info["input_gradient"][: x.shape[0]]
     contributions = (x - ref) * multipliers
-    assert paired.last_output is not None
-    head = _common.resolve_target(result.output, target)
-    reference_output = paired.last_output.detach()[n:]
-    reference_score = per_sample_sum(reference_output * head.grad.to(reference_output.dtype))
     input_score = result.ledger.score
     explained = input_score - reference_score
     info = {
@@ -719,5 +730,4 @@ def deeplift(
         "input_score": input_score,
         "input_gradient": multipliers,
     }
-    paired.last_output = None
     return _common.explanation(contributions, result.output, result.target, explained, info)

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -254,20 +255,27 @@ def _load_state_dict(model: nn.Module, path: Path, architecture: str) -> None:
     model.load_state_dict(state)
 
 
+def _weights_by_name(name: str, weights: str) -> Any:
+    """torchvision's weights entry ``weights`` (``DEFAULT`` or an enum member name) of model ``name``."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        return enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except (KeyError, ValueError):
+        raise ConfigurationError(
+            f"unknown weights {weights!r} for {name}; pass a state_dict file or one of: DEFAULT, "
+            f"{', '.join(w.name for w in torchvision.models.get_model_weights(name))}."
+        ) from None
+
+
 def _torchvision_bundle(name: str, weights: str | None) -> ModelBundle:
     import torchvision
 
     notes: list[str] = []
     if weights is not None and not Path(weights).suffix and not Path(weights).exists():
         # A torchvision weights name: downloads once (needs internet), brings transforms and classes.
-        try:
-            enum = torchvision.models.get_model_weights(name)
-            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-        except (KeyError, ValueError):
-            raise ConfigurationError(
-                f"unknown weights {weights!r} for {name}; pass a state_dict file or one of: DEFAULT, "
-                f"{', '.join(w.name for w in torchvision.models.get_model_weights(name))}."
-            ) from None
+        chosen = _weights_by_name(name, weights)
         model = torchvision.models.get_model(name, weights=chosen)
         transforms = chosen.transforms()
         mean, std = tuple(transforms.mean), tuple(transforms.std)
@@ -298,14 +306,7 @@ def _segmentation_bundle(name: str, weights: str | None) -> ModelBundle:
     classes = None
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if weights is not None and not Path(weights).suffix and not Path(weights).exists():
-        try:
-            enum = torchvision.models.get_model_weights(name)
-            chosen = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-        except (KeyError, ValueError):
-            raise ConfigurationError(
-                f"unknown weights {weights!r} for {name}; pass a state_dict file or one of: DEFAULT, "
-                f"{', '.join(w.name for w in torchvision.models.get_model_weights(name))}."
-            ) from None
+        chosen = _weights_by_name(name, weights)
         model = torchvision.models.get_model(name, weights=chosen)
         classes = list(chosen.meta.get("categories", [])) or None
     elif weights is None:
