@@ -278,7 +278,6 @@ def tuned_runner(
 
     The file is refused for another model and when LRP flags would override what it chose.
     """
-    from .api import explain
     from .engine import Explainer
     from .tuning import TunedComposite
 
@@ -292,12 +291,11 @@ def tuned_runner(
             f"--{', --'.join(sorted(given))} would override the tuned composite {path} ({tuned.spec}); drop them"
         )
     params: dict[str, Any] = tuned.candidate.param_dict
-    if tuned.candidate.reference is None:
-        return tuned.spec, Explainer(model, tuned, top=top, contrast=contrast, nonfinite="report"), params
-    if top != "logit" or contrast is not None:
-        raise UserError(f"--target log-odds and --contrast do not apply to {tuned.spec}, which explains f(x) - f(x̄)")
-
-    def run(x: torch.Tensor, target: Any) -> Any:
-        return explain(model, x, target, composite=tuned, nonfinite="report")
-
-    return tuned.spec, run, {**params, "reference": tuned.candidate.reference}
+    if tuned.candidate.reference is not None:
+        if top != "logit" or contrast is not None:
+            raise UserError(
+                f"--target log-odds and --contrast do not apply to {tuned.spec}, which explains f(x) - f(x̄)"
+            )
+        params["reference"] = tuned.candidate.reference
+    # The Explainer runs the tuned reference, if there is one (reference-aware LRP, relprop.reference).
+    return tuned.spec, Explainer(model, tuned, top=top, contrast=contrast, nonfinite="report"), params
