@@ -133,6 +133,10 @@ def test_explain_and_evaluate_take_a_tuned_file(tmp_path: Path) -> None:
     expected = relprop.explain(model, x, composite=tuned)
     np.testing.assert_allclose(relevance, expected.relevance[0].numpy(), rtol=1e-4, atol=1e-5)
     assert record["explained_score"] == pytest.approx(float(expected.score[0]), rel=1e-4)
+    compared = run("compare", str(image), "--method", f"lrp:{path}", "--out", str(tmp_path / "c.png"))
+    assert compared.exit_code == 0, compared.output
+    sheet = json.loads((tmp_path / "c.json").read_text())["inputs"][0]["methods"][spec]
+    assert sheet["explained_score"] == pytest.approx(float(expected.score[0]), rel=1e-4)  # f(x) - f(blurred x)
 
     refused = run("explain", str(image), "--composite", str(path), "--epsilon", "0.5", "--out", str(tmp_path / "o2"))
     assert refused.exit_code == 2
