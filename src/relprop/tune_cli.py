@@ -5,6 +5,7 @@
     relprop tune --model digits --data digits --objective pixel-flipping:replacement=blur --out tuned.json
     relprop tune --data marked.pt --objective localisation --target 3 --out tuned.json
     relprop tune --model minilm --data pairs.tsv --objective token-deletion --out tuned-text.json
+    relprop tune --data digits --objective pixel-flipping:replacement=dataset-mean --reference none,mean
 
 The command object :data:`tune_command` is registered on the ``relprop`` group by
 :mod:`relprop.cli`. It shows every candidate as it is measured (search and held-out score,
