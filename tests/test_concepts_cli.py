@@ -72,3 +72,39 @@ def test_bad_layer_and_store_without_it(tmp_path: Path, digit_file: Path) -> Non
         "--layers features.5 to find reference samples for its channels."
     )
     assert not (tmp_path / "b.png").exists()
+
+
+def test_a_tuned_composite_file(tmp_path: Path, digit_file: Path) -> None:
+    """``--composite tuned.json`` explains the concepts with the tuned setting; one with a reference is refused
+    in one line (conditional relevance is not available for reference-aware LRP)."""
+    import relprop
+    from relprop.concepts import channel_relevance
+    from relprop.concepts_cli import _read_input
+    from relprop.models.loading import load_model
+
+    bundle = load_model("digits")
+    images = digits_test_set().images[:8]
+    plain = relprop.tune(bundle.model, images, candidates=["lrp:gamma,gamma=0.5"], budget=None)
+    plain.save(tmp_path / "t.json")
+    plain = tmp_path / "t.json"
+    out = tmp_path / "c.png"
+    args = ["concepts", str(digit_file), "--layer", "features.5", "--top", "3", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--composite", str(plain)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["tuned"] == "lrp:gamma,gamma=0.5"
+    x = _read_input(digit_file, bundle).unsqueeze(0)
+    expected = channel_relevance(relprop.Explainer(bundle.model, "gamma", gamma=0.5), x, None, "features.5")
+    for concept in summary["concepts"]:
+        assert concept["relevance"] == pytest.approx(float(expected.channels[0, concept["channel"]]), rel=1e-5)
+    assert [c["channel"] for c in summary["concepts"]] == expected.channels[0].argsort(descending=True)[:3].tolist()
+
+    spec = "lrp:epsilon,epsilon=1e-06,reference=blur"
+    with_reference = relprop.tune(bundle.model, images, candidates=[spec], budget=None).save(tmp_path / "r.json")
+    refused = CliRunner().invoke(main, [*args, "--composite", str(with_reference), "--force"])
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"error: concepts cannot use tuned composite {with_reference} ({spec}): it explains relative to the reference "
+        "'blur', and conditional relevance per channel is not available for reference-aware LRP; tune without a "
+        "reference (relprop tune --reference none) or give a composite name\n"
+    )

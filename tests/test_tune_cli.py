@@ -133,6 +133,10 @@ def test_explain_and_evaluate_take_a_tuned_file(tmp_path: Path) -> None:
     expected = relprop.explain(model, x, composite=tuned)
     np.testing.assert_allclose(relevance, expected.relevance[0].numpy(), rtol=1e-4, atol=1e-5)
     assert record["explained_score"] == pytest.approx(float(expected.score[0]), rel=1e-4)
+    compared = run("compare", str(image), "--method", f"lrp:{path}", "--out", str(tmp_path / "c.png"))
+    assert compared.exit_code == 0, compared.output
+    sheet = json.loads((tmp_path / "c.json").read_text())["inputs"][0]["methods"][spec]
+    assert sheet["explained_score"] == pytest.approx(float(expected.score[0]), rel=1e-4)  # f(x) - f(blurred x)
 
     refused = run("explain", str(image), "--composite", str(path), "--epsilon", "0.5", "--out", str(tmp_path / "o2"))
     assert refused.exit_code == 2
@@ -152,3 +156,26 @@ def test_explain_and_evaluate_take_a_tuned_file(tmp_path: Path) -> None:
     direct = relprop.explain(model, test.images[:6], composite=tuned)
     error = (direct.score - direct.relevance.sum((1, 2, 3))).abs() / direct.score.abs()
     assert float(rows["conservation error"]["mean"]) == pytest.approx(float(error.mean()), rel=1e-3, abs=1e-7)
+
+
+def test_the_reference_option_restricts_the_references_searched(tmp_path: Path) -> None:
+    data = digits_file(tmp_path, count=8)
+    out = tmp_path / "tuned.json"
+    result = run("tune", "--data", str(data), "--reference", "zeros,blur", "--max-candidates", "3", "--budget", "600",
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    specs = [r["spec"] for r in json.loads(out.read_text())["results"]]
+    assert specs == [
+        "lrp:epsilon-gamma-box,low=0,high=1,reference=zeros", "lrp:epsilon-gamma-box,low=0,high=1,reference=blur",
+        "lrp:montavon,low=0,high=1,reference=zeros",
+    ]  # fmt: skip
+    unknown = run("tune", "--data", str(data), "--reference", "none,median", "--out", str(tmp_path / "u.json"))
+    assert unknown.exit_code == 2
+    assert unknown.output == (
+        "error: unknown reference 'median' in --reference; choose from none, zeros, mean, blur (comma-separated)\n"
+    )
+    both = run(
+        "tune", "--data", str(data), "--reference", "blur", "--candidates", "gamma", "--out", str(tmp_path / "b.json")
+    )
+    assert both.exit_code == 2 and both.output.startswith("error: --reference restricts the default search space")
+    assert not (tmp_path / "u.json").exists() and not (tmp_path / "b.json").exists()

@@ -61,15 +61,15 @@ def explain(
         conservation ``ledger``, and ``layers`` (the relevance at the requested modules).
     """
     if method == "lrp":
-        if composite is not None and not isinstance(composite, Composite):  # a tuned composite, file or "auto"
-            from .tuning.resolve import with_reference
+        from .tuning.resolve import is_tuned
 
-            composite, params = with_reference(model, inputs, target, composite, params)
-        if params.get("reference") is not None:  # reference-aware LRP: f(x) − f(x̄), see relprop.reference
-            from .reference import explain_with_reference
+        if params.get("reference") is not None and not is_tuned(composite):
+            from .reference import explain_with_reference  # reference-aware LRP: f(x) − f(x̄), see relprop.reference
 
             return explain_with_reference(model, inputs, target, composite, **params)
-        params.pop("reference", None)
+        if params.get("reference", 0) is None:
+            params.pop("reference")
+        # A tuned composite (object, .json file or "auto") runs its own reference, if it has one, in the Explainer.
         return _lrp.explain(model, inputs, target, composite, **params)
     fn = methods.get(method)
     if composite is not None:

@@ -52,6 +52,27 @@ def _open_store(path: Path | None, model: Any) -> Any:
     return RelevanceStore(path, model=model)
 
 
+def _tuned(composite: str) -> Any:
+    """The tuned composite of a ``--composite tuned.json`` (``None`` for a name); one with a reference is refused."""
+    if not composite.endswith(".json"):
+        return None
+    from .tuning import TunedComposite
+
+    try:
+        tuned = TunedComposite.load(composite)
+    except RelpropError as exc:
+        raise UserError(str(exc)) from None
+    if tuned.candidate.reference is not None:
+        # Reference-aware LRP runs the model on the pair [x; x̄] with rules on differences; conditioning a layer's
+        # channels (CRP) is defined for the ordinary relevance of one input, not implemented for that pair yet.
+        raise UserError(
+            f"concepts cannot use tuned composite {composite} ({tuned.spec}): it explains relative to the reference "
+            f"{tuned.candidate.reference!r}, and conditional relevance per channel is not available for "
+            "reference-aware LRP; tune without a reference (relprop tune --reference none) or give a composite name"
+        )
+    return tuned
+
+
 @click.command("concepts")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @model_options
@@ -61,7 +82,8 @@ def _open_store(path: Path | None, model: Any) -> Any:
               help="Relevance store holding this layer (explain-dataset --layers): reference samples.")  # fmt: skip
 @click.option("--references", type=click.IntRange(1, 32), default=6, show_default=True, help="References per concept.")
 @click.option("--target", default="predicted", show_default=True, help="predicted or a class index.")
-@click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
+@click.option("--composite", default="epsilon-gamma-box", show_default=True,
+              help="LRP composite name, or a tuned.json from relprop tune (without a reference).")  # fmt: skip
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("concepts.png"),
               show_default=True, help="The figure (PNG); a JSON summary is written beside it.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
@@ -90,15 +112,16 @@ def concepts(
     summary_path = out_path.with_suffix(".json")
     refuse_overwrite([out_path, summary_path], force, what="--out file")
     class_ = _target(target)
+    tuned = _tuned(composite)
     bundle = load_bundle(model_spec, weights, device, input_size, mean, std)
     accepted = {n: p for n, _, p in _composites.describe()}
-    if composite not in accepted:
+    if tuned is None and composite not in accepted:
         raise UserError(f"unknown composite {composite!r}; choose one of: {', '.join(accepted)}")
-    bounds = {"low": bundle.low, "high": bundle.high} if "low" in accepted[composite] else {}
+    bounds = {"low": bundle.low, "high": bundle.high} if tuned is None and "low" in accepted[composite] else {}
     x = _read_input(input_path, bundle).unsqueeze(0)
     try:
         opened = _open_store(store, bundle.model)
-        explainer = Explainer(bundle.model, composite, **bounds)
+        explainer = Explainer(bundle.model, composite, **bounds)  # a tuned file is checked against the model here
         result = explain_concepts(explainer, x, class_, layer, top=top, store=opened, references=references)
         picture = concept_figure(result, display=bundle.display)
     except RelpropError as exc:
@@ -106,6 +129,7 @@ def concepts(
     write_atomic(out_path, lambda p: picture.save(p, format="PNG"))
     summary = {
         "input": str(input_path), "layer": layer, "target": result.target, "composite": composite,
+        **({} if tuned is None else {"tuned": tuned.spec}),
         "concepts": [
             {"channel": c.channel, "relevance": c.relevance, "references": [r.index for r in c.references]}
             for c in result.concepts

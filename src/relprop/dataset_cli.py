@@ -70,7 +70,8 @@ def _layers(values: tuple[str, ...]) -> list[str]:
 @model_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="The store folder.")
 @click.option("--method", default="lrp", show_default=True, help="Attribution method spec (relprop.methods).")
-@click.option("--composite", default="epsilon-gamma-box", show_default=True, help="LRP composite name.")
+@click.option("--composite", default="epsilon-gamma-box", show_default=True,
+              help="LRP composite name, or a tuned.json from relprop tune.")  # fmt: skip
 @click.option("--target", default="predicted", show_default=True, help="predicted, label, log-odds, or a class index.")
 @click.option("--contrast", default=None, help="Explain the target against this class index, or 'rest'.")
 @click.option("--epsilon", type=float, default=None, help="LRP-ε stabiliser.")

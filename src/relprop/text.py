@@ -374,7 +374,9 @@ class TextExplainer:
     task
         ``"classify"``, ``"next-token"`` or ``"similarity"``.
     composite
-        ``"attnlrp"`` (default), ``"cp-lrp"`` or any composite; ``**params`` are its parameters.
+        ``"attnlrp"`` (default), ``"cp-lrp"`` or any composite; ``**params`` are its parameters. Also a
+        :class:`relprop.tuning.TunedComposite` or the path of its ``.json`` file, refused unless it was
+        tuned on ``model`` (e.g. ``relprop tune --model minilm --objective token-deletion``).
     pooling
         Sentence pooling for ``"similarity"``: ``"mean"`` (sentence-transformers) or ``"cls"``.
 
@@ -411,7 +413,13 @@ class TextExplainer:
             self.wrapper = NextTokenLogits(model)
         else:
             self.wrapper = SentenceSimilarity(model, split=1, pooling=pooling)
-        self.explainer = Explainer(self.wrapper, composite, **params)
+        # A tuned composite (relprop tune) is checked against the user's model, not the wrapper around it.
+        from .engine.explainer import ENGINE_OPTIONS
+        from .tuning.resolve import as_composite
+
+        options = {k: params.pop(k) for k in ENGINE_OPTIONS if k in params}
+        resolved, params = as_composite(composite, model, params)
+        self.explainer = Explainer(self.wrapper, resolved, **options, **params)
 
     def embed(self, ids: Sequence[int]) -> Tensor:
         """The input embeddings of token ids, shape ``(1, L, D)`` (no graph to the embedding table)."""

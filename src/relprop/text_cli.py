@@ -58,6 +58,16 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
     return model, tokenizer
 
 
+def _composite(value: str) -> str:
+    """A composite name, or the path of a tuned composite file (checked against the model once it is loaded)."""
+    if value.endswith(".json") or value in _composites.names():
+        return value
+    raise click.BadParameter(
+        f"{value!r} is neither a composite ({', '.join(_composites.names())}) nor a tuned .json file",
+        param_hint="'--composite'",
+    )
+
+
 @click.command("explain-text")
 @click.argument("text")
 @click.argument("text_b", required=False)
@@ -76,10 +86,10 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
 @click.option("--target", type=int, default=None, help="Class index or next-token id (default: the predicted one).")
 @click.option(
     "--composite",
-    type=click.Choice(_composites.names()),
     default="attnlrp",
     show_default=True,
-    help="LRP composite.",
+    callback=lambda _ctx, _param, value: _composite(value),
+    help="LRP composite name, or a tuned.json from relprop tune (tuned on this model).",
 )
 @click.option(
     "--attn-implementation",
@@ -113,9 +123,19 @@ def explain_text(
     if html_path is not None:
         refuse_overwrite([html_path], force, "--html file")
         prepare_output_folder(html_path.parent)
+    chosen: Any = composite
+    try:
+        if composite.endswith(".json"):  # read before the model loads: a missing or damaged file fails at once
+            from .tuning import TunedComposite
+
+            chosen = TunedComposite.load(composite)
+    except RelpropError as exc:
+        raise UserError(str(exc)) from None
     model, tokenizer = _load(model_path, task, attn_implementation)
     try:
-        explainer = TextExplainer(model, tokenizer, task=task, composite=composite, nonfinite="report")
+        if chosen is not composite:
+            chosen.check_model(model, composite)  # the user's model, not the wrapper the explainer builds around it
+        explainer = TextExplainer(model, tokenizer, task=task, composite=chosen, nonfinite="report")
         result = explainer(text, text_b, target=target)
         check_finite(result.explanation, 0, "the text" if text_b is None else "the texts")
     except RelpropError as exc:

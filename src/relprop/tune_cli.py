@@ -5,6 +5,7 @@
     relprop tune --model digits --data digits --objective pixel-flipping:replacement=blur --out tuned.json
     relprop tune --data marked.pt --objective localisation --target 3 --out tuned.json
     relprop tune --model minilm --data pairs.tsv --objective token-deletion --out tuned-text.json
+    relprop tune --data digits --objective pixel-flipping:replacement=dataset-mean --reference none,mean
 
 The command object :data:`tune_command` is registered on the ``relprop`` group by
 :mod:`relprop.cli`. It shows every candidate as it is measured (search and held-out score,
@@ -112,6 +113,13 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="Only these candidates, in this order (comma-separated lrp specs or composite names). Default: the search "
     "space.",
 )
+@click.option(
+    "--reference",
+    "reference_values",
+    multiple=True,
+    help="References the default search tries with every composite (repeatable or comma-separated): none (plain "
+    "LRP), zeros, mean (the data's mean), blur. Default: none and the one the objective's replacement names.",
+)
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds.")
 @click.option("--max-candidates", type=click.IntRange(1), default=None, help="Stop after this many candidates.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and all noise.")
@@ -148,6 +156,7 @@ def tune_command(
     data_spec: str,
     objective_values: tuple[str, ...],
     candidate_values: tuple[str, ...],
+    reference_values: tuple[str, ...],
     budget: float,
     max_candidates: int | None,
     seed: int,
@@ -162,10 +171,11 @@ def tune_command(
 ) -> None:
     """Choose a composite and its parameters by measured faithfulness; report every candidate on held-out data."""
     refuse_overwrite([p for p in (out_path, held_out_path) if p is not None], force, "--out file")
+    references = _references(reference_values, candidate_values)
     try:
         tuned, data = _run(
-            model_spec, weights, data_spec, objective_values, candidate_values, budget, max_candidates, seed,
-            held_out, target_value, bounds, batch_size, device,
+            model_spec, weights, data_spec, objective_values, candidate_values, references, budget, max_candidates,
+            seed, held_out, target_value, bounds, batch_size, device,
         )  # fmt: skip
     except RelpropError as exc:
         raise UserError(str(exc)) from None
@@ -182,6 +192,23 @@ def tune_command(
         click.echo(f"held-out split: {held_out_path}; measure it again with:\n  {shlex.join(command)}")
     tuned.save(out_path)
     click.echo(f"wrote {out_path}")
+
+
+def _references(values: tuple[str, ...], candidates: tuple[str, ...]) -> tuple[str | None, ...] | None:
+    """``--reference`` as ``tune(references=...)`` takes it (checked before the model loads)."""
+    from .tuning.candidates import as_references
+
+    if not values:
+        return None
+    if candidates:
+        raise UserError(
+            "--reference restricts the default search space; with --candidates write the reference into each "
+            "candidate instead (e.g. lrp:gamma,reference=blur)"
+        )
+    try:
+        return as_references(values, "--reference")
+    except RelpropError as exc:
+        raise UserError(str(exc).rstrip(".")) from None
 
 
 def _write_held_out(data: Any, tuned: Any, path: Path) -> None:
@@ -204,6 +231,7 @@ def _run(
     data_spec: str,
     objective_values: tuple[str, ...],
     candidate_values: tuple[str, ...],
+    references: tuple[str | None, ...] | None,
     budget: float,
     max_candidates: int | None,
     seed: int,
@@ -252,6 +280,7 @@ def _run(
             target,
             objective=objective,
             candidates=_split(candidate_values) or None,
+            references=references,
             budget=budget,
             seed=seed,
             bounds=bounds or model_bounds,
@@ -278,7 +307,6 @@ def tuned_runner(
 
     The file is refused for another model and when LRP flags would override what it chose.
     """
-    from .api import explain
     from .engine import Explainer
     from .tuning import TunedComposite
 
@@ -292,12 +320,11 @@ def tuned_runner(
             f"--{', --'.join(sorted(given))} would override the tuned composite {path} ({tuned.spec}); drop them"
         )
     params: dict[str, Any] = tuned.candidate.param_dict
-    if tuned.candidate.reference is None:
-        return tuned.spec, Explainer(model, tuned, top=top, contrast=contrast, nonfinite="report"), params
-    if top != "logit" or contrast is not None:
-        raise UserError(f"--target log-odds and --contrast do not apply to {tuned.spec}, which explains f(x) - f(x̄)")
-
-    def run(x: torch.Tensor, target: Any) -> Any:
-        return explain(model, x, target, composite=tuned, nonfinite="report")
-
-    return tuned.spec, run, {**params, "reference": tuned.candidate.reference}
+    if tuned.candidate.reference is not None:
+        if top != "logit" or contrast is not None:
+            raise UserError(
+                f"--target log-odds and --contrast do not apply to {tuned.spec}, which explains f(x) - f(x̄)"
+            )
+        params["reference"] = tuned.candidate.reference
+    # The Explainer runs the tuned reference, if there is one (reference-aware LRP, relprop.reference).
+    return tuned.spec, Explainer(model, tuned, top=top, contrast=contrast, nonfinite="report"), params

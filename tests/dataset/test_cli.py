@@ -100,3 +100,55 @@ def test_ray_without_ray_installed_says_how_to_install_it(tmp_path: Path, monkey
         "--ray to explain on this machine).\n"
     )
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_tuned_composite_file_with_a_reference(tmp_path: Path) -> None:
+    """``--composite tuned.json`` explains relative to the tuned reference; the store records the tuned setting,
+    resuming needs the same one, and flags or layers it cannot take are one-line errors."""
+    import hashlib
+
+    import torch
+
+    import relprop
+    from relprop.dataset import explain_dataset
+    from relprop.models import load_digits_model
+
+    model, images = load_digits_model(), digits_test_set().images[:20]
+    spec = "lrp:epsilon,epsilon=1e-06,reference=blur"
+    tuned = relprop.tune(model, images[:8], candidates=[spec], budget=None)
+    path = tuned.save(tmp_path / "tuned.json")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=images.numpy(), y=np.arange(20) % 10)
+    out = tmp_path / "s.zarr"
+    result = _invoke(str(data), "--out", str(out), "--composite", str(path), "--progress", "none")
+    assert result.exit_code == 0, result.output
+    store = RelevanceStore(out)
+    settings = store.settings
+    assert (settings["composite"], settings["params"]) == ("tuned:epsilon,epsilon=1e-06,reference=blur", {})
+    assert settings["tuned"] == {
+        "spec": spec, "composite": "epsilon", "params": {"epsilon": 1e-06}, "reference": "blur",
+        "fingerprint": tuned.fingerprint, "objective": "pixel-flipping:replacement=blur",
+    }  # fmt: skip
+    expected = relprop.explain(model, images, composite=tuned)  # f(x) - f(blurred x), one batch of 20 as the store
+    np.testing.assert_allclose(store.relevance[:], expected.relevance.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(store.table()["score"], expected.score.numpy(), rtol=1e-5, atol=1e-6)
+
+    resumed = _invoke(str(data), "--out", str(out), "--resume", "--progress", "none")
+    assert resumed.exit_code == 2 and resumed.output.startswith(f"error: store {out.resolve()} was written with ")
+    assert len(resumed.output.splitlines()) == 1
+    flags = _invoke(str(data), "--out", str(tmp_path / "f.zarr"), "--composite", str(path), "--epsilon", "0.5")
+    assert flags.exit_code == 2
+    assert flags.output == f"error: parameters epsilon are chosen by the tuned composite ({spec}); drop them.\n"
+    layers = _invoke(str(data), "--out", str(tmp_path / "l.zarr"), "--composite", str(path), "--layers", "features.5")
+    assert layers.exit_code == 2 and not (tmp_path / "l.zarr").exists()
+    assert layers.output.startswith("error: layers, layer_reduce cannot be used with reference-aware LRP (tuned:")
+
+    mean_spec = "lrp:epsilon,epsilon=1e-06,reference=dataset-mean"
+    with_mean = relprop.tune(model, images[:8], objective="pixel-flipping:replacement=dataset-mean",
+                             candidates=[mean_spec], budget=None)  # fmt: skip
+    store = explain_dataset(model, data, tmp_path / "m.zarr", composite=with_mean, progress="none")
+    recorded = hashlib.sha256(images[:8].mean(0).contiguous().numpy().tobytes()).hexdigest()
+    assert store.settings["tuned"]["reference_sha256"] == recorded
+    direct = relprop.explain(model, images, composite="epsilon", epsilon=1e-6, reference=images[:8].mean(0))
+    np.testing.assert_allclose(store.relevance[:], direct.relevance.numpy(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(with_mean.reference_input, images[:8].mean(0))

@@ -281,7 +281,29 @@ def test_references_join_the_search_and_the_tuned_file(
     by_file = relprop.explain(digits_model, x[:4], composite=str(path))
     direct = relprop.explain(digits_model, x[:4], composite="epsilon", epsilon=1e-6, reference=mean)
     torch.testing.assert_close(by_file.relevance, direct.relevance)
-    with pytest.raises(
-        ConfigurationError, match=r"relative to the reference 'dataset-mean', which an Explainer cannot"
-    ):
-        relprop.Explainer(digits_model, loaded)
+    by_explainer = relprop.Explainer(digits_model, loaded)(x[:4])  # an Explainer runs the tuned reference too
+    torch.testing.assert_close(by_explainer.relevance, direct.relevance)
+
+
+def test_references_restrict_the_default_space(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> None:
+    """references= (none, zeros, mean, blur) replaces the objective's default references in the default space."""
+    x, _ = digits
+    tuned = relprop.tune(digits_model, x[:8], objective="pixel-flipping:replacement=blur", budget=None,
+                         references="none,mean", max_candidates=4)  # fmt: skip
+    box = {"low": 0.0, "high": 1.0}
+    assert [r.candidate for r in tuned.results] == [
+        Candidate.make("epsilon-gamma-box", box), Candidate.make("epsilon-gamma-box", box, "dataset-mean"),
+        Candidate.make("montavon", box), Candidate.make("montavon", box, "dataset-mean"),
+    ]  # fmt: skip
+    with pytest.raises(ConfigurationError) as info:
+        relprop.tune(digits_model, x[:8], references=["zeros", "median"])
+    assert (
+        str(info.value)
+        == "unknown reference 'median' in references; choose from none, zeros, mean, blur (comma-separated)."
+    )
+    with pytest.raises(ConfigurationError) as info:
+        relprop.tune(digits_model, x[:8], references=["blur"], candidates=QUICK)
+    assert str(info.value) == (
+        "references= restricts the default search space; with candidates= write the reference into each candidate "
+        "instead (e.g. 'lrp:gamma,reference=blur')."
+    )

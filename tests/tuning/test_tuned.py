@@ -126,3 +126,52 @@ def test_fingerprints_follow_the_weights_not_the_wrapper(digits_model: nn.Module
     with torch.no_grad():
         weight[0, 0, 0, 0] = saved
     assert model_fingerprint(b) == before
+
+
+@pytest.fixture(scope="module")
+def tuned_with_mean(digits_model: nn.Module, digits: tuple[Tensor, Tensor]) -> TunedComposite:
+    return relprop.tune(
+        digits_model, digits[0][:8], objective="pixel-flipping:replacement=dataset-mean",
+        candidates=["lrp:epsilon,epsilon=1e-06,reference=dataset-mean"], budget=None,
+    )  # fmt: skip
+
+
+def test_an_explainer_runs_a_tuned_reference(
+    tuned_with_mean: TunedComposite, digits_model: nn.Module, digits: tuple[Tensor, Tensor], tmp_path: Path
+) -> None:
+    """Explainer(model, tuned) explains f(x) - f(x̄) relative to the tuned reference, as relprop.explain does."""
+    x, mean = digits[0][8:13], digits[0][:8].mean(0)
+    path = tuned_with_mean.save(tmp_path / "tuned.json")
+    direct = relprop.explain(digits_model, x, composite="epsilon", epsilon=1e-6, reference=mean)
+    for composite in (tuned_with_mean, str(path)):
+        explainer = relprop.Explainer(digits_model, composite)
+        result = explainer(x)
+        torch.testing.assert_close(result.relevance, direct.relevance, rtol=1e-5, atol=1e-7)
+        assert torch.equal(result.info["reference"], mean.expand_as(x))
+    plain = relprop.Explainer(digits_model, "epsilon", epsilon=1e-6, reference="mean", data=digits[0][:8])(x)
+    torch.testing.assert_close(plain.relevance, direct.relevance, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():  # the explained score is the difference of the model's logits at x and at the mean
+        logits, at_mean = digits_model(x), digits_model(mean[None])
+    predicted = logits.argmax(1)
+    expected = logits.gather(1, predicted[:, None])[:, 0] - at_mean[0, predicted]
+    torch.testing.assert_close(result.score, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(result.relevance.sum((1, 2, 3)), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_tuned_reference_refuses_what_it_cannot_explain(
+    tuned_with_mean: TunedComposite, digits_model: nn.Module, digits: tuple[Tensor, Tensor]
+) -> None:
+    explainer = relprop.Explainer(digits_model, tuned_with_mean)
+    name = f"tuned:{tuned_with_mean.spec.removeprefix('lrp:')}"
+    with pytest.raises(ConfigurationError) as info:
+        explainer(digits[0][:2], layers=["features.3"])
+    assert str(info.value) == (
+        f"layers cannot be used with reference-aware LRP ({name} relative to the reference, explaining f(x) - f(x̄)); "
+        "drop them, or explain without a reference."
+    )
+    with pytest.raises(ConfigurationError, match=r"^top='log-odds', contrast cannot be used with reference-aware LRP"):
+        relprop.Explainer(digits_model, tuned_with_mean, top="log-odds", contrast="rest")
+    with pytest.raises(ConfigurationError) as info:
+        relprop.Explainer(digits_model, tuned_with_mean, reference="zeros")
+    chosen = f"parameters reference are chosen by the tuned composite ({tuned_with_mean.spec}); drop them."
+    assert str(info.value) == chosen

@@ -27,7 +27,7 @@ from ..errors import ConfigurationError, StoreError
 from .context import RunContext, StopRequest, write_error
 from .lock import LOCK_FILE, StoreLock
 from .progress import Progress, RunStats, format_duration
-from .settings import RunSettings, first_difference, jsonable, model_identity
+from .settings import RunSettings, first_difference, jsonable, model_identity, tuned_record
 from .sources import Preprocess, Source, as_source
 from .store import (
     FORMAT,
@@ -125,7 +125,10 @@ def explain_dataset(
     store
         The store folder (on a file system every worker sees, for Ray).
     composite, method, top, contrast, **params
-        What to explain, as for :func:`relprop.explain` (``low``, ``high``, ``epsilon`` ...).
+        What to explain, as for :func:`relprop.explain` (``low``, ``high``, ``epsilon`` ...). A
+        :class:`relprop.tuning.TunedComposite` or the path of its ``.json`` file explains with the
+        tuned setting, relative to its reference if it has one; the store's settings record it
+        (``settings["tuned"]``: spec, parameters, reference, model fingerprint).
     target
         ``None``/``"predicted"``, a class index, or ``"label"`` (each sample's label).
     batch_size
@@ -180,11 +183,12 @@ def explain_dataset(
     if len(src) == 0:
         raise ConfigurationError(f"source {src.location()} has no samples; nothing to explain.")
     path = Path(store).expanduser().resolve()
-    composite_name = composite if isinstance(composite, str) else repr(composite)
+    composite, tuned = _tuned(model, composite, method, params)
+    composite_name = composite if isinstance(composite, str) else tuned["name"] if tuned else repr(composite)
     request = dict(
         method=method, composite=composite_name if method == "lrp" else None, params=params, target=target, top=top,
         contrast=contrast, layers=tuple(layers or ()), layer_reduce=layer_reduce, dtype=dtype,
-        store_inputs=store_inputs, analysis_size=analysis_size,
+        store_inputs=store_inputs, analysis_size=analysis_size, tuned=tuned and tuned["record"],
     )  # fmt: skip
     identity = model_identity(model, model_name)
     out = stream or sys.stderr
@@ -209,6 +213,23 @@ def explain_dataset(
         lock.release()
         if created and not (path / "zarr.json").exists():
             shutil.rmtree(path, ignore_errors=True)  # a run that failed before creating the store leaves nothing
+
+
+def _tuned(model: nn.Module, composite: Any, method: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """A tuned composite (object or ``.json`` path), checked against the model, and what the store records of it."""
+    from ..tuning import TunedComposite
+    from ..tuning.resolve import AUTO, as_composite, is_tuned
+
+    if method != "lrp" or not is_tuned(composite):
+        return composite, None
+    if isinstance(composite, str) and composite == AUTO:
+        raise ConfigurationError(
+            "composite='auto' would search on the data set being explained; tune once with relprop.tune or "
+            "relprop tune and pass the tuned .json file as the composite."
+        )
+    tuned = composite if isinstance(composite, TunedComposite) else TunedComposite.load(composite)
+    as_composite(composite, model, params)  # the model check and the refusal of parameters beside it, as Explainer
+    return tuned, {"name": tuned.composite().name, "record": tuned_record(tuned)}
 
 
 def _prepare_folder(path: Path) -> StoreLock:

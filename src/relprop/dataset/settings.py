@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 
-__all__ = ["LAYER_REDUCTIONS", "TARGETS", "RunSettings", "first_difference", "jsonable", "model_identity"]
+__all__ = [
+    "LAYER_REDUCTIONS",
+    "TARGETS",
+    "RunSettings",
+    "first_difference",
+    "jsonable",
+    "model_identity",
+    "tuned_record",
+]
 
 #: How inner-layer relevance is stored: whole (shaped like the module output) or summed per channel.
 LAYER_REDUCTIONS = (None, "channels")
@@ -74,6 +82,11 @@ class RunSettings:
         Whether the preprocessed inputs are stored beside their relevance.
     analysis_size
         Largest side of the downsampled relevance kept for analyses.
+    tuned
+        For a tuned composite (``relprop tune``): its setting — ``spec``, ``composite``,
+        ``params``, ``reference`` (``None``: plain LRP), the model ``fingerprint`` and the
+        ``objective``; with a stored reference input, its ``reference_sha256`` (see
+        :func:`tuned_record`). ``None`` otherwise.
     """
 
     method: str = "lrp"
@@ -88,6 +101,7 @@ class RunSettings:
     dtype: str = "float32"
     store_inputs: bool = False
     analysis_size: int = 32
+    tuned: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.target == "predicted":
@@ -125,8 +139,27 @@ class RunSettings:
                 "dtype": self.dtype,
                 "store_inputs": self.store_inputs,
                 "analysis_size": self.analysis_size,
+                # Only stores of tuned composites have the key: older stores stay resumable.
+                **({} if self.tuned is None else {"tuned": dict(self.tuned)}),
             }
         )
+
+
+def tuned_record(tuned: Any) -> dict[str, Any]:
+    """What a store records of a :class:`relprop.tuning.TunedComposite` (``RunSettings.tuned``)."""
+    candidate = tuned.candidate
+    record: dict[str, Any] = {
+        "spec": tuned.spec,
+        "composite": candidate.composite,
+        "params": candidate.param_dict,
+        "reference": candidate.reference,
+        "fingerprint": tuned.fingerprint,
+        "objective": tuned.objective,
+    }
+    if tuned.reference_input is not None:  # the data's mean: record which one (its values are in the tuned file)
+        values = tuned.reference_input.detach().cpu().contiguous().to(torch.float32)
+        record["reference_sha256"] = hashlib.sha256(values.numpy().tobytes()).hexdigest()
+    return record
 
 
 def _is_index(value: Any) -> bool:

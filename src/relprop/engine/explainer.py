@@ -52,7 +52,8 @@ class Explainer:
         A composite name (see :func:`relprop.composites.names`), a
         :class:`~relprop.composites.Composite`, a :class:`relprop.tuning.TunedComposite` or the
         path of its ``.json`` file (refused for a model other than the one it was tuned on), or
-        ``"auto"`` with ``tuned=`` such a file.
+        ``"auto"`` with ``tuned=`` such a file. A tuned setting with a reference explains
+        relative to it (as ``reference=`` does).
     rules
         Your own ``(matcher, rule)`` entries, tried before the composite's (first match wins).
         A matcher is a module path glob (str), a module type, or a :mod:`relprop.match` matcher.
@@ -71,6 +72,12 @@ class Explainer:
         would hold them (:class:`~relprop.errors.NonFiniteError`, naming the first bad position);
         ``"report"``: explain anyway and list, per sample, what is not finite in
         ``explanation.info["nonfinite"]`` (empty samples are finite).
+    reference, data, blur_sigma
+        Reference-aware LRP (:mod:`relprop.reference`): explain :math:`f(x) - f(\bar x)` relative to
+        ``reference`` — a tensor, ``"zeros"``, ``"mean"`` (of ``data``) or ``"blur"`` (a Gaussian of
+        ``blur_sigma`` pixels). Each call then runs the model on ``[x; x̄]``; the call options
+        ``layers``, ``layer_reduce`` and ``conditions``, ``top="log-odds"``, ``contrast`` and
+        ``output`` do not apply and are refused.
     **params
         Parameters of a named composite: ``epsilon``, ``gamma``, ``alpha``, ``beta``, ``low``,
         ``high``, ``stabilizer`` ...
@@ -101,6 +108,9 @@ class Explainer:
         contrast: Any = None,
         output: Any = None,
         nonfinite: str = "raise",
+        reference: Any = None,
+        data: Tensor | None = None,
+        blur_sigma: float = 1.0,
         **params: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -109,7 +119,9 @@ class Explainer:
         # relprop.tuning: a TunedComposite, a tuned .json file or "auto" with tuned= becomes a plain Composite.
         from ..tuning.resolve import as_composite
 
-        composite, params = as_composite(composite, model, params)
+        given = {k: v for k, v in (("reference", reference), ("data", data)) if v is not None}
+        composite, params = as_composite(composite, model, {**params, **given})
+        reference, data = params.pop("reference", None), params.pop("data", None)
         if isinstance(composite, str):
             base = _composites.get(composite, **params)
         elif isinstance(composite, _composites.Composite):
@@ -131,6 +143,11 @@ class Explainer:
         self.contrast = contrast
         self.output = check_selector(output)
         self.nonfinite = nonfinite
+        self.reference = reference
+        self.data = data
+        self.blur_sigma = float(blur_sigma)
+        if reference is not None:
+            self._check_reference_options(top, contrast, self.output)
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self.weights = WeightCache()
         self._signature: tuple[int, ...] | None = None
@@ -243,6 +260,8 @@ class Explainer:
             Overrides the explainer's ``nonfinite`` for this call.
         """
         mode = self.nonfinite if nonfinite is None else guard.check_nonfinite_mode(nonfinite)
+        if self.reference is not None:
+            return self._explain_with_reference(inputs, target, top, contrast, layers, layer_reduce, conditions, mode)
         facts = guard.check_model(self.model)  # before any forward pass: a refused call changes nothing
         self._follow(facts)
         x = guard.prepare_inputs(self.model, inputs, mode, facts)
@@ -259,6 +278,42 @@ class Explainer:
             self._plans[self._key(x, taps)] = plan = self._record_plan(x, taps)
             result = self._explain(x, plan, taps, target, top, contrast)
         return guard.finish(result, mode, self.model)
+
+    # -- reference-aware LRP -------------------------------------------------------------------
+    def _check_reference_options(self, top: Any, contrast: Any, output: Any, call: Iterable[str] = ()) -> None:
+        refused = [*call]
+        if top not in (None, "logit"):
+            refused.append(f"top={top!r}")
+        if contrast is not None:
+            refused.append("contrast")
+        if output is not None:
+            refused.append("output")
+        if refused:
+            raise ConfigurationError(
+                f"{', '.join(refused)} cannot be used with reference-aware LRP ({self.composite.name} relative to the "
+                "reference, explaining f(x) - f(x̄)); drop them, or explain without a reference."
+            )
+
+    def _explain_with_reference(
+        self,
+        inputs: Tensor,
+        target: Any,
+        top: str | None,
+        contrast: Any,
+        layers: Iterable[str] | None,
+        layer_reduce: str | None,
+        conditions: Mapping[str, Tensor] | None,
+        mode: str,
+    ) -> Explanation:
+        from ..reference import explain_with_reference
+
+        call = [name for name, value in (("layers", layers), ("layer_reduce", layer_reduce)) if value]
+        call += ["conditions"] if conditions else []
+        self._check_reference_options(top, contrast, None, call)
+        return explain_with_reference(
+            self.model, inputs, target, self.composite, reference=self.reference, data=self.data,
+            blur_sigma=self.blur_sigma, nonfinite=mode,
+        )  # fmt: skip
 
     def _explain(self, x: Tensor, plan: Plan, taps: LayerRequest, target: Any, top: str, contrast: Any) -> Explanation:
         state = CallState("explain", self.model, self.composite, self.weights, plan, self.ledger, taps)

@@ -30,10 +30,12 @@ __all__ = [
     "EPSILONS",
     "GAMMAS",
     "REFERENCES",
+    "REFERENCE_NAMES",
     "SPLITS",
     "Candidate",
     "SearchSpace",
     "as_candidates",
+    "as_references",
     "default_space",
     "format_value",
 ]
@@ -51,6 +53,34 @@ Value = float | int | str
 #: References a candidate may explain relative to (``None``: plain LRP). ``dataset-mean`` is the data's
 #: reference input (:attr:`relprop.evaluate.EvaluationData.reference`), as in ``relprop evaluate``.
 REFERENCES = ("zeros", "blur", "dataset-mean")
+
+
+#: What users call the references (``relprop tune --reference``, ``tune(references=...)``) → :data:`REFERENCES`.
+REFERENCE_NAMES: dict[str, str | None] = {
+    "none": None,
+    "zeros": "zeros",
+    "mean": "dataset-mean",
+    "dataset-mean": "dataset-mean",
+    "blur": "blur",
+}
+
+
+def as_references(values: Iterable[str | None], what: str = "references") -> tuple[str | None, ...]:
+    """The references to search from user names: ``none`` (or ``None``: plain LRP), ``zeros``, ``mean``
+    (the data's mean, ``dataset-mean``) or ``blur``; comma-separated lists are split, duplicates dropped."""
+    chosen: list[str | None] = []
+    for value in [values] if isinstance(values, str) else values:
+        for name in [None] if value is None else [part.strip() for part in str(value).split(",")]:
+            if name is not None and name not in REFERENCE_NAMES:
+                raise ConfigurationError(
+                    f"unknown reference {name!r} in {what}; choose from none, zeros, mean, blur (comma-separated)."
+                )
+            reference = None if name is None else REFERENCE_NAMES[name]
+            if reference not in chosen:
+                chosen.append(reference)
+    if not chosen:
+        raise ConfigurationError(f"{what} is empty; pass at least one of none, zeros, mean, blur.")
+    return tuple(chosen)
 
 
 def format_value(value: Value) -> str:

@@ -2,8 +2,9 @@
 
 The engine calls :func:`as_composite` with whatever it was given as a composite: a
 :class:`TunedComposite`, the path of a tuned JSON file, or ``"auto"`` with ``tuned=`` become
-the plain :class:`~relprop.composites.Composite` of the tuned setting, after checking that the
-model is the one it was tuned on; anything else passes through unchanged.
+the plain :class:`~relprop.composites.Composite` of the tuned setting (and its ``reference=``, if
+it explains relative to one), after checking that the model is the one it was tuned on; anything
+else passes through unchanged.
 
 ``relprop.explain(model, inputs, composite="auto")`` without ``tuned=`` runs :func:`auto_composite`:
 a quick search on the inputs being explained, with a warning that the choice was measured on
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from .tuned import TunedComposite
 
-__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective", "with_reference"]
+__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective", "is_tuned"]
 
 AUTO = "auto"
 #: Seconds the quick search of ``composite="auto"`` may take.
@@ -44,8 +45,20 @@ def _is_tuned_file(composite: Any) -> bool:
     return isinstance(composite, (str, os.PathLike)) and str(composite).endswith(".json")
 
 
+def is_tuned(composite: Any) -> bool:
+    """Whether ``composite`` is a tuned composite, the path of a tuned ``.json`` file, or ``"auto"``."""
+    auto = isinstance(composite, str) and composite == AUTO
+    return auto or isinstance(composite, TunedComposite) or _is_tuned_file(composite)
+
+
 def as_composite(composite: Any, model: nn.Module, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """What the engine should use for ``composite`` (see the module docstring), and the remaining parameters."""
+    """What the engine should use for ``composite`` (see the module docstring), and the remaining parameters.
+
+    A tuned setting that explains relative to a reference returns ``reference=`` (the reference
+    name, or the stored reference input) among the parameters: reference-aware LRP
+    (:mod:`relprop.reference`). Parameters given beside a tuned composite, ``reference=`` and
+    ``data=`` included, are refused: the tuned file chose them.
+    """
     params = dict(params)
     tuned = params.pop("tuned", None)
     if isinstance(composite, str) and composite == AUTO:
@@ -69,35 +82,8 @@ def as_composite(composite: Any, model: nn.Module, params: dict[str, Any]) -> tu
         raise ConfigurationError(
             f"parameters {', '.join(sorted(params))} are chosen by the tuned composite ({composite.spec}); drop them."
         )
-    if composite.candidate.reference is not None:
-        raise ConfigurationError(
-            f"tuned composite {source or composite.spec} explains relative to the reference "
-            f"{composite.candidate.reference!r}, which an Explainer cannot; use relprop.explain(model, inputs, "
-            "composite=tuned)."
-        )
-    return composite.composite(), params
-
-
-def with_reference(model: nn.Module, inputs: Any, target: Any, composite: Any, params: dict[str, Any]) -> Any:
-    """For :func:`relprop.explain`: a tuned composite (object, ``.json`` path, or ``"auto"``) that explains
-    relative to a reference becomes ``(its plain composite, params with reference=)``; anything else is
-    returned unchanged as ``(composite, params)``."""
-    params = dict(params)
-    if isinstance(composite, str) and composite == AUTO:
-        composite = auto_composite(model, inputs, target, params.pop("tuned", None))
-    given, source = composite, None
-    if _is_tuned_file(composite):
-        source = str(composite)
-        composite = TunedComposite.load(composite)
-    if not isinstance(composite, TunedComposite) or composite.candidate.reference is None:
-        return given, params  # the engine resolves it (and names the file in its errors)
-    composite.check_model(model, source)
-    chosen = {k for k in params if k in ("reference", "data", *composite.candidate.param_dict)}
-    if chosen:
-        raise ConfigurationError(
-            f"parameters {', '.join(sorted(chosen))} are chosen by the tuned composite ({composite.spec}); drop them."
-        )
-    return composite.composite(), {**params, "reference": composite.reference()}
+    reference = composite.reference()
+    return composite.composite(), ({} if reference is None else {"reference": reference})
 
 
 def auto_objective(inputs: Tensor) -> str:

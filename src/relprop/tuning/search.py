@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigurationError, RelpropError, UnsupportedOperationError
-from .candidates import REFERENCES, Candidate, SearchSpace, as_candidates, default_space
+from .candidates import REFERENCES, Candidate, SearchSpace, as_candidates, as_references, default_space
 from .data import SentencePairs, as_data, load_split, split_indices
 from .fingerprint import model_fingerprint
 from .objectives import Context, Objective, PixelFlipping, Weighted, as_objective
@@ -233,10 +233,12 @@ def tune(
     seed
         Seeds the split, the order of the grids and every random score.
     references
-        For the default space: the references searched with every image composite (``None``
-        in the list: plain LRP; ``"zeros"``, ``"blur"``, ``"dataset-mean"``: reference-aware LRP,
-        :mod:`relprop.reference`). Default: plain LRP and the reference the objective's
-        replacement names, if any (:func:`default_references`).
+        For the default space: the references searched with every image composite (``None`` or
+        ``"none"`` in the list: plain LRP; ``"zeros"``, ``"blur"``, ``"mean"`` = ``"dataset-mean"``:
+        reference-aware LRP, :mod:`relprop.reference`; ``"zeros,blur"`` lists are split). Default:
+        plain LRP and the reference the objective's replacement names, if any
+        (:func:`default_references`). With explicit ``candidates`` write the reference into each
+        candidate (``"lrp:gamma,reference=blur"``) instead.
     masks
         Ground-truth masks for ``localisation`` (one per input), when ``inputs`` is a tensor.
     reference
@@ -285,9 +287,20 @@ def tune(
 
     explicit: list[Candidate] | None = None
     space: SearchSpace | None = None
+    chosen_references = default_references(goal) if references is None else as_references(references)
+    if references is not None and candidates is not None:
+        raise ConfigurationError(
+            "references= restricts the default search space; with candidates= write the reference into each "
+            "candidate instead (e.g. 'lrp:gamma,reference=blur')."
+        )
     if candidates is None:
-        chosen_references = default_references(goal) if references is None else tuple(references)
-        space = default_space(bounds, transformer=_is_transformer(model, data, bounds), references=chosen_references)
+        transformer = _is_transformer(model, data, bounds)
+        if transformer and references is not None and chosen_references != (None,):
+            raise ConfigurationError(
+                f"references {', '.join(str(r) for r in chosen_references if r)} apply to image composites; this model "
+                "is searched with the transformer composites, which explain without a reference: drop references=."
+            )
+        space = default_space(bounds, transformer=transformer, references=chosen_references)
     elif isinstance(candidates, SearchSpace):
         space = candidates
     else:

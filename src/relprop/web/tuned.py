@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from ..api import explain
 from ..engine import Explainer
 from ..errors import ConfigurationError
 from ..explanation import Explanation
@@ -51,11 +50,8 @@ class TunedEntry:
 
     def explain(self, model: nn.Module, x: Tensor, target: Any, score: str) -> Explanation:
         """Explain with the tuned setting (the model was checked against the file when the server started)."""
-        composite = self.tuned.composite()
-        reference = self.tuned.reference()
-        if reference is None:
-            return Explainer(model, composite, nonfinite="report")(x, target, top=score)
-        return explain(model, x, target, composite=composite, reference=reference, nonfinite="report")
+        # The Explainer explains relative to the tuned reference, if the file has one (relprop.reference).
+        return Explainer(model, self.tuned, nonfinite="report")(x, target, top=score)
 
 
 def load_tuned(path: str, models: Mapping[str, LoadedModel]) -> TunedEntry:
