@@ -162,3 +162,25 @@ def test_evaluate_takes_a_reference_with_the_composite() -> None:
     measured = result.values[spec]["conservation error"].double()
     torch.testing.assert_close(measured, conservation_error(direct.relevance, direct.score).double())
     assert not torch.allclose(measured, conservation_error(plain.relevance, plain.score).double())
+
+
+@pytest.mark.parametrize(
+    ("composite", "params"), [("epsilon-gamma-box", {"low": 0.0, "high": 1.0}), ("epsilon-plus-flat", {})]
+)
+def test_an_explainer_with_a_reference_reuses_its_paired_plan_and_books_each_call_alone(
+    composite: str, params: dict[str, float]
+) -> None:
+    """One Explainer(reference=...) over several batches equals a fresh reference-aware run per batch: the
+    paired plan is recorded once, and no ledger row or z^B/flat input relevance leaks into the next call."""
+    model = cnn()
+    explainer = relprop.Explainer(model, composite, reference="blur", **params)
+    for seed, n in ((1, 4), (2, 3), (3, 4)):
+        x = images(n, seed)
+        reused = explainer(x)
+        fresh = relprop.explain(model, x, composite=composite, reference="blur", **params)
+        torch.testing.assert_close(reused.relevance, fresh.relevance, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(reused.ledger.score, fresh.ledger.score, rtol=1e-12, atol=1e-14)
+        assert len(reused.ledger.entries) == len(fresh.ledger.entries) == 3
+        assert reused.ledger.closes()
+    run = explainer._reference_run
+    assert run is not None and len(run.paired.explainer._plans) == 1

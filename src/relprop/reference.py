@@ -43,11 +43,11 @@ from .errors import ConfigurationError
 from .explanation import Explanation
 from .ledger import Ledger
 from .methods import _common
-from .methods.deeplift import RescaleMaxPoolRule, RescaleRule, run_paired
+from .methods.deeplift import PairedRun, RescaleMaxPoolRule, RescaleRule
 from .rules import LinearRule, Rule, per_sample_sum
 from .rules.difference import DifferenceRule, DifferenceState
 
-__all__ = ["REFERENCES", "explain_with_reference", "make_reference", "reference_composite"]
+__all__ = ["REFERENCES", "ReferenceRun", "explain_with_reference", "make_reference", "reference_composite"]
 
 #: The named references (besides tensors).
 REFERENCES = ("zeros", "mean", "blur")
@@ -146,25 +146,53 @@ def explain_with_reference(
         ``score`` is :math:`f(x) - f(\bar x)`; the ledger has one row per layer; ``info`` holds
         ``reference``, ``reference_score`` and ``input_score``.
     """
-    base = _as_composite(composite, params)
-    mode = guard.check_nonfinite_mode(nonfinite)
-    facts = guard.check_model(model)
-    x = guard.prepare_inputs(model, inputs, mode, facts)
-    ref = make_reference(reference, x, data, blur_sigma)
-    state = DifferenceState()
-    result, reference_score = run_paired(model, reference_composite(base, state), x, ref, target)
-    relevance = (x - ref) * result.info["input_gradient"][: x.shape[0]]
-    if state.direct is not None:
-        relevance = relevance + state.direct.to(relevance)
-    input_score = result.ledger.score
-    ledger = Ledger(
-        score=(input_score - reference_score).detach(),
-        input_relevance=per_sample_sum(relevance.detach()),
-        entries=sorted(state.entries, key=lambda e: e.index),
-    )
-    info = {"method": "lrp", "composite": base.name, "reference": ref, "reference_score": reference_score}
-    info["input_score"] = input_score
-    explanation = Explanation(
-        relevance=relevance.detach(), output=result.output, target=result.target, ledger=ledger, info=info
-    )
-    return guard.finish(explanation, mode, model)
+    run = ReferenceRun(model, _as_composite(composite, params))
+    return run(inputs, target, reference=reference, data=data, blur_sigma=blur_sigma, nonfinite=nonfinite)
+
+
+class ReferenceRun:
+    """Reference-aware LRP of one model with one composite, reusable across calls.
+
+    The paired explainer (its recorded plan and cached modified weights) is built once;
+    :class:`relprop.Explainer` keeps one for a ``reference=`` or a tuned setting with a reference.
+    """
+
+    def __init__(self, model: nn.Module, composite: Composite) -> None:
+        self.model = model
+        self.composite = composite
+        self.state = DifferenceState()
+        self.paired = PairedRun(model, reference_composite(composite, self.state))
+
+    def __call__(
+        self,
+        inputs: Any,
+        target: Any = None,
+        *,
+        reference: Any = "zeros",
+        data: Tensor | None = None,
+        blur_sigma: float = 1.0,
+        nonfinite: str = "raise",
+    ) -> Explanation:
+        """Explain ``inputs`` relative to ``reference`` (arguments as :func:`explain_with_reference`)."""
+        mode = guard.check_nonfinite_mode(nonfinite)
+        facts = guard.check_model(self.model)
+        x = guard.prepare_inputs(self.model, inputs, mode, facts)
+        ref = make_reference(reference, x, data, blur_sigma)
+        # Each call books its own ledger rows and direct relevance in the state the rules share.
+        self.state.entries, self.state.direct = [], None
+        result, reference_score = self.paired(x, ref, target)
+        relevance = (x - ref) * result.info["input_gradient"][: x.shape[0]]
+        if self.state.direct is not None:
+            relevance = relevance + self.state.direct.to(relevance)
+        input_score = result.ledger.score
+        ledger = Ledger(
+            score=(input_score - reference_score).detach(),
+            input_relevance=per_sample_sum(relevance.detach()),
+            entries=sorted(self.state.entries, key=lambda e: e.index),
+        )
+        info = {"method": "lrp", "composite": self.composite.name, "reference": ref, "reference_score": reference_score}
+        info["input_score"] = input_score
+        explanation = Explanation(
+            relevance=relevance.detach(), output=result.output, target=result.target, ledger=ledger, info=info
+        )
+        return guard.finish(explanation, mode, self.model)

@@ -13,7 +13,7 @@ and the mode are removed in ``finally``, also when the call raises.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,9 @@ from .plan import Plan, finalize
 from .taps import LayerRequest, TapSink
 from .tracing import CallState, run_traced
 from .weights import WeightCache
+
+if TYPE_CHECKING:  # relprop.reference imports the engine
+    from ..reference import ReferenceRun
 
 __all__ = ["ENGINE_OPTIONS", "Explainer", "explain"]
 
@@ -146,6 +149,7 @@ class Explainer:
         self.reference = reference
         self.data = data
         self.blur_sigma = float(blur_sigma)
+        self._reference_run: ReferenceRun | None = None
         if reference is not None:
             self._check_reference_options(top, contrast, self.output)
         self._plans: dict[tuple[Any, ...], Plan] = {}
@@ -305,15 +309,16 @@ class Explainer:
         conditions: Mapping[str, Tensor] | None,
         mode: str,
     ) -> Explanation:
-        from ..reference import explain_with_reference
+        from ..reference import ReferenceRun
 
         call = [name for name, value in (("layers", layers), ("layer_reduce", layer_reduce)) if value]
         call += ["conditions"] if conditions else []
         self._check_reference_options(top, contrast, None, call)
-        return explain_with_reference(
-            self.model, inputs, target, self.composite, reference=self.reference, data=self.data,
-            blur_sigma=self.blur_sigma, nonfinite=mode,
-        )  # fmt: skip
+        if self._reference_run is None:  # built once: the paired plan and weights are reused across calls
+            self._reference_run = ReferenceRun(self.model, self.composite)
+        return self._reference_run(
+            inputs, target, reference=self.reference, data=self.data, blur_sigma=self.blur_sigma, nonfinite=mode
+        )
 
     def _explain(self, x: Tensor, plan: Plan, taps: LayerRequest, target: Any, top: str, contrast: Any) -> Explanation:
         state = CallState("explain", self.model, self.composite, self.weights, plan, self.ledger, taps)

@@ -655,28 +655,43 @@ class _Paired(nn.Module):
         return out[: (out.shape[0] + 1) // 2]
 
 
+class PairedRun:
+    """An explainer of ``[x; x̄]`` through :class:`_Paired`, reusable across calls (one recorded plan).
+
+    DeepLIFT and reference-aware LRP call it once per batch; keeping it (as
+    :class:`relprop.Explainer` does for a reference) records the plan and caches the modified
+    weights once instead of on every call.
+    """
+
+    def __init__(self, model: nn.Module, composite: Composite) -> None:
+        self.model = model
+        self.paired = _Paired(model)
+        self.explainer = Explainer(self.paired, composite, canonize=False, ledger=False, nonfinite="report")
+
+    def __call__(self, x: Tensor, ref: Tensor, target: Any) -> tuple[Explanation, Tensor]:
+        """The explanation of the ``x`` half and the reference's score ``s(x̄)`` per sample.
+
+        The target is resolved at ``x``. A torch error of the model's forward pass is reported of
+        the user's model and inputs, not of the pair the call runs.
+        """
+        try:
+            result = self.explainer(torch.cat([x, ref]), target)
+        except InputError as exc:
+            if exc.__cause__ is None:
+                raise
+            raise guard.model_failure(self.model, tuple(x.shape), exc.__cause__) from exc.__cause__
+        assert self.paired.last_output is not None
+        head = _common.resolve_target(result.output, target)
+        reference_output = self.paired.last_output.detach()[x.shape[0] :]
+        self.paired.last_output = None
+        return result, per_sample_sum(reference_output * head.grad.to(reference_output.dtype))
+
+
 def run_paired(
     model: nn.Module, composite: Composite, x: Tensor, ref: Tensor, target: Any
 ) -> tuple[Explanation, Tensor]:
-    """One explainer call on ``[x; x̄]`` through :class:`_Paired` (DeepLIFT and reference-aware LRP).
-
-    Returns the explanation of the ``x`` half and the reference's score ``s(x̄)`` per sample (the
-    target resolved at ``x``). A torch error of the model's forward pass is reported of the user's
-    model and inputs, not of the pair the call runs.
-    """
-    paired = _Paired(model)
-    explainer = Explainer(paired, composite, canonize=False, ledger=False, nonfinite="report")
-    try:
-        result = explainer(torch.cat([x, ref]), target)
-    except InputError as exc:
-        if exc.__cause__ is None:
-            raise
-        raise guard.model_failure(model, tuple(x.shape), exc.__cause__) from exc.__cause__
-    assert paired.last_output is not None
-    head = _common.resolve_target(result.output, target)
-    reference_output = paired.last_output.detach()[x.shape[0] :]
-    paired.last_output = None
-    return result, per_sample_sum(reference_output * head.grad.to(reference_output.dtype))
+    """One call of a fresh :class:`PairedRun` (see there)."""
+    return PairedRun(model, composite)(x, ref, target)
 
 
 @register("deeplift", "DeepLIFT against a reference input, with the rescale or the RevealCancel rule")
