@@ -106,9 +106,12 @@ class CallState:
     tap_calls: dict[str, int] = field(default_factory=dict)
     deferred_taps: dict[int, list[str]] = field(default_factory=dict)
     sink: TapSink | None = None
+    tap_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.stack.append(("", self.model))
+        # Read at every module exit: computed once (the request's property builds new sets each time).
+        self.tap_paths = self.taps.paths
 
     def track(self, t: Tensor, producer: int, func: Callable[..., Any] | None) -> None:
         self.carrying[id(t)] = Track(weakref.ref(t), producer, func)
@@ -544,6 +547,8 @@ class Tracer:
         st = self.state
         if len(st.stack) > 1:
             st.stack.pop()
+        if not st.opaque_depth and name not in st.tap_paths:
+            return None  # the common case: nothing to finish or tap
         replaced = None
         # Hooks run inside the model's forward, where the relevance mode is active; what the engine
         # computes here itself must not be traced as the model's own operations.
@@ -553,7 +558,7 @@ class Tracer:
                 if st.opaque_depth:
                     return None
                 replaced = output = self._finish_opaque(module, output)
-            if name in st.taps.paths:
+            if name in st.tap_paths:
                 tapped = self._tap(name, output)
                 if tapped is not None:
                     replaced = tapped
