@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["CallState", "Tracer", "run_traced"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Track:
     """A relevance-carrying tensor: the operation that produced it (``-1``: the input) and its function."""
 
@@ -106,14 +106,42 @@ class CallState:
     tap_calls: dict[str, int] = field(default_factory=dict)
     deferred_taps: dict[int, list[str]] = field(default_factory=dict)
     sink: TapSink | None = None
+    tap_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.stack.append(("", self.model))
+        # Read at every module exit: computed once (the request's property builds new sets each time).
+        self.tap_paths = self.taps.paths
 
     def track(self, t: Tensor, producer: int, func: Callable[..., Any] | None) -> None:
         self.carrying[id(t)] = Track(weakref.ref(t), producer, func)
         if self.mode == "plan":
             self.keepalive.append(t)
+
+    def carrying_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[tuple[int, Tensor, Track]]:
+        """The relevance-carrying tensors among a call's arguments: (position among its tensors, tensor, track).
+
+        Called for every torch call of the forward pass, so written as one loop without helper calls.
+        """
+        found: list[tuple[int, Tensor, Track]] = []
+        known = self.carrying
+        if not known:
+            return found
+        position = 0
+        for a in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(a, Tensor):
+                tr = known.get(id(a))
+                if tr is not None and tr.ref() is a:
+                    found.append((position, a, tr))
+                position += 1
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    if isinstance(b, Tensor):
+                        tr = known.get(id(b))
+                        if tr is not None and tr.ref() is b:
+                            found.append((position, b, tr))
+                        position += 1
+        return found
 
     def lookup(self, t: Tensor) -> Track | None:
         tr = self.carrying.get(id(t))
@@ -132,14 +160,42 @@ class CallState:
         return view if view is not None and view.ref() is t else None
 
 
-def _iter_tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> Iterable[Tensor]:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, Tensor):
-            yield a
-        elif isinstance(a, (list, tuple)):
-            for b in a:
-                if isinstance(b, Tensor):
-                    yield b
+#: Per torch function, what the tracer must know before its common path (see :func:`_traits`).
+_SPECIAL = 1  # needs handle()'s full path: native in-place write, ATen overload, iteration, decomposition
+_KINDLESS = 2  # belongs to no kind: a query such as ``x.size()``, never a planned operation
+_TRAITS: dict[Any, int] = {}
+_TRAITS_VERSION = [-1]
+
+
+def _traits(func: Callable[..., Any]) -> int:
+    """The flags of ``func`` (cached per function; the cache follows the kind registry's version)."""
+    if _TRAITS_VERSION[0] != KINDS.version or len(_TRAITS) > 4096:
+        _TRAITS.clear()
+        _TRAITS_VERSION[0] = KINDS.version
+    try:
+        return _TRAITS[func]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable: the full path decides
+        return _SPECIAL
+    traits = _TRAITS[func] = _compute_traits(func)
+    return traits
+
+
+def _compute_traits(func: Callable[..., Any]) -> int:
+    kind = KINDS.of_function(func)
+    special = (
+        func in NATIVE_INPLACE
+        or isinstance(func, torch._ops.OpOverload)
+        or func is torch.Tensor.__iter__
+        or func in DECOMPOSITIONS
+        or (kind is not None and kind.decomposable)
+    )
+    return (_SPECIAL if special else 0) | (_KINDLESS if kind is None else 0)
+
+
+def _is_special(func: Callable[..., Any]) -> bool:
+    return bool(_traits(func) & _SPECIAL)
 
 
 def _output_tensors(result: Any) -> list[Tensor]:
@@ -198,13 +254,11 @@ class Tracer:
                 return func(*args, **kwargs)
         if st.versions:
             args, kwargs = self._resolve(args, kwargs)
-        carrying: list[tuple[int, Tensor, Track]] = []
-        for position, t in enumerate(_iter_tensors(args, kwargs)):
-            tr = st.lookup(t)
-            if tr is not None:
-                carrying.append((position, t, tr))
+        carrying = st.carrying_arguments(args, kwargs)
         if not carrying:
             return func(*args, **kwargs)
+        if st.mode == "explain" and not _is_special(func):
+            return self._replay(func, args, kwargs, carrying)
         if func in NATIVE_INPLACE and self._writes_carrying(args):
             return self._write_functionally(func, args, kwargs)
         if isinstance(func, torch._ops.OpOverload):
@@ -403,27 +457,39 @@ class Tracer:
         carrying: list[tuple[int, Tensor, Track]],
     ) -> Any:
         st = self.state
-        plan = st.plan
-        assert plan is not None
-        rec = plan.ops[st.index] if st.index < len(plan.ops) else None
+        ops = st.plan.ops  # type: ignore[union-attr]
+        index = st.index
+        rec = ops[index] if index < len(ops) else None
         path = st.stack[-1][0]
         if rec is None or rec.func is not func or rec.path != path:
-            # Not the next planned operation: fine for queries (x.size(), x.dim()) only.
-            if self._classify(func, args, kwargs, carrying).counted:
-                self._raise_changed(func, path, rec)
-            result = run_native(func, args, kwargs)
-            if func in NATIVE_INPLACE or any(carries(t) for t in _output_tensors(result)):
-                self._raise_changed(func, path, rec)
-            return result
-        st.index += 1
-        assert rec.handler is not None
-        call = Call(st, rec, rec.kind_info, func, args, kwargs, [c[1] for c in carrying])
-        if rec.kind_info.check is not None:
-            rec.kind_info.check(call)  # the model's mode may have changed since the plan was recorded
-        result = rec.handler.forward(call)
-        for name in st.deferred_taps.pop(rec.index, ()):
-            result = self._wrap_tap(name, result, rec.index)
-        self._after(func, args, kwargs, rec.kind_info, result, rec.index)
+            return self._unplanned(func, args, kwargs, carrying, path, rec)
+        st.index = index + 1
+        kind = rec.kind_info
+        call = Call(st, rec, kind, func, args, kwargs, [c[1] for c in carrying])
+        if kind.check is not None:
+            kind.check(call)  # the model's mode may have changed since the plan was recorded
+        result = rec.handler.forward(call)  # type: ignore[union-attr]
+        if st.deferred_taps:
+            for name in st.deferred_taps.pop(rec.index, ()):
+                result = self._wrap_tap(name, result, rec.index)
+        self._after(func, args, kwargs, kind, result, rec.index)
+        return result
+
+    def _unplanned(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        carrying: list[tuple[int, Tensor, Track]],
+        path: str,
+        rec: OpRecord | None,
+    ) -> Any:
+        """A call that is not the next planned operation: fine for queries (``x.size()``, ``x.dim()``) only."""
+        if not _traits(func) & _KINDLESS and self._classify(func, args, kwargs, carrying).counted:
+            self._raise_changed(func, path, rec)
+        result = run_native(func, args, kwargs)
+        if func in NATIVE_INPLACE or any(carries(t) for t in _output_tensors(result)):
+            self._raise_changed(func, path, rec)
         return result
 
     @staticmethod
@@ -481,6 +547,8 @@ class Tracer:
         st = self.state
         if len(st.stack) > 1:
             st.stack.pop()
+        if not st.opaque_depth and name not in st.tap_paths:
+            return None  # the common case: nothing to finish or tap
         replaced = None
         # Hooks run inside the model's forward, where the relevance mode is active; what the engine
         # computes here itself must not be traced as the model's own operations.
@@ -490,7 +558,7 @@ class Tracer:
                 if st.opaque_depth:
                     return None
                 replaced = output = self._finish_opaque(module, output)
-            if name in st.taps.paths:
+            if name in st.tap_paths:
                 tapped = self._tap(name, output)
                 if tapped is not None:
                     replaced = tapped

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-from .base import Probe, Rule, register
+from ..ledger import LedgerEntry
+from .base import Probe, Rule, per_sample_dot, register
 from .function import GradientRule
-from .products import GradScale
 
 if TYPE_CHECKING:
     from ..engine.call import Call
 
-__all__ = ["AttentionRule", "SoftmaxRule"]
+__all__ = ["AttentionRule", "ScaledInputs", "SoftmaxRule"]
 
 
 @register
@@ -70,20 +71,58 @@ class AttentionRule(Rule):
             value_split = 0.5 if (carries[0] or carries[1]) and carries[2] else 1.0
             factors = [score_split * value_split, score_split * value_split, value_split]
         entry = call.entry
-        for i, (name, t, carried, factor) in enumerate(zip(_QKV, tensors, carries, factors, strict=True)):
-            if not carried:
-                continue
-            if factor == 0.0:
-                new = t.detach()
-            else:
-                new = t if entry is None else Probe.apply(t, entry, "in", False)
-                if factor != 1.0:
-                    new = GradScale.apply(new, factor)
-            if i < len(args):
-                args[i] = new
-            else:
-                kwargs[name] = new
+        # The relevance-carrying q, k, v pass one function together: it scales each gradient by its
+        # factor and books Σ t ⊙ g (one autograd node instead of a probe and a scaling per tensor).
+        scaled = [(i, t, f) for i, (t, carried, f) in enumerate(zip(tensors, carries, factors, strict=True)) if carried]
+        for i, t, _ in scaled:
+            if factors[i] == 0.0:
+                self._put(args, kwargs, i, t.detach())
+        flowing = [(i, t, f) for i, t, f in scaled if f != 0.0]
+        if flowing and (entry is not None or any(f != 1.0 for _, _, f in flowing)):
+            outputs = ScaledInputs.apply(tuple(f for _, _, f in flowing), entry, *(t for _, t, _ in flowing))
+            for (i, _, _), new in zip(flowing, outputs, strict=True):
+                self._put(args, kwargs, i, new)
         result = call.native(args, kwargs)
         if entry is not None and call.carries(result):
             return Probe.apply(result, entry, "out", False)  # type: ignore[no-any-return]
         return result  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _put(args: list[Any], kwargs: dict[str, Any], i: int, value: Tensor) -> None:
+        if i < len(args):
+            args[i] = value
+        else:
+            kwargs[_QKV[i]] = value
+
+
+class ScaledInputs(torch.autograd.Function):
+    """Identity on several tensors; backward multiplies each gradient by its factor and books ``Σ t ⊙ g``.
+
+    The inputs of an attention call under AttnLRP's uniform rule (a probe and a
+    :class:`~relprop.rules.products.GradScale` per tensor, fused): the relevance handed to the
+    inputs, ``Σ_t Σ t ⊙ (factor_t · g_t)``, goes to the operation's ledger row.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, factors: tuple[float, ...], entry: LedgerEntry | None, *tensors: Tensor
+    ) -> tuple[Tensor, ...]:
+        ctx.factors = factors
+        ctx.entry = entry
+        if entry is not None:
+            ctx.save_for_backward(*tensors)
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        scaled = [g if g is None or f == 1.0 else g * f for g, f in zip(grads, ctx.factors, strict=True)]
+        entry: LedgerEntry | None = ctx.entry
+        if entry is not None:
+            total = None
+            for t, g in zip(ctx.saved_tensors, scaled, strict=True):
+                if g is not None:
+                    value = per_sample_dot(t, g)
+                    total = value if total is None else total + value
+            if total is not None:
+                entry.add(torch.zeros_like(total), total)
+        return (None, None, *scaled)

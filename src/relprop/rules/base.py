@@ -93,6 +93,8 @@ def per_sample_dot(a: Tensor, b: Tensor) -> Tensor:
         return per_sample_sum(a * b)
     a2, b2 = a.reshape(n, -1), b.reshape(n, -1)
     if a.device.type == "cpu" and a2.shape[1] > _SMALL_DOT:
+        if n == 1:  # one sample: no selection and no stacking of the single product
+            return torch.dot(a2.view(-1), b2.view(-1)).view(1)
         return torch.stack([torch.dot(a2[i], b2[i]) for i in range(n)])
     return torch.linalg.vecdot(a2, b2)
 
