@@ -482,8 +482,8 @@ class GammaRule(LinearRule):
         """The sign-aware rule for ``x ≥ 0`` with the two backward products in one.
 
         The same arithmetic as the general path, with the constant factors moved into cached weights:
-        ``z = y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``t = g / z``, ``s = y t`` and
-        ``d = |y| t`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
+        ``z = (1 + γ/2) y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``s = y g / z`` and
+        ``d = |y| g / z`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
         ``(1 + γ/2) Wᵀs + (γ/2)|W|ᵀd`` is one transposed product of ``[s, d]`` with the weights
         ``[(1 + γ/2) W, (γ/2)|W|]`` stacked along the output channels.
         """
@@ -501,15 +501,18 @@ class GammaRule(LinearRule):
             "weight_stacked_gamma",
             lambda: torch.cat([weight * (1 + 0.5 * g), half_abs], dim=op.out_channel_dim),
         )
-        z = op.apply(x, half_abs, half_abs_bias).copysign_(y).add_(y, alpha=1 + 0.5 * g)
-        ratio = torch.div(grad, z, out=z)
         both = torch.empty(
             (*y.shape[:channel], 2 * y.shape[channel], *y.shape[channel:][1:]), dtype=y.dtype, device=y.device
         )
         s, d = both.chunk(2, dim=channel)
-        torch.mul(ratio, y, out=s)
-        torch.abs(y, out=d).mul_(ratio)
-        del ratio, z
+        # z = sign(y)·u with u = (1 + γ/2)|y| + (γ/2)(|W|a + |b|) + ε > 0, so s = y g / z = |y| g / u and
+        # d = |y| g / z = y g / u: five passes, no sign handling.
+        torch.abs(y, out=s)
+        u = op.apply(x, half_abs, half_abs_bias).add_(s, alpha=1 + 0.5 * g)
+        ratio = torch.div(grad, u, out=u)
+        torch.mul(y, ratio, out=d)
+        s.mul_(ratio)
+        del ratio, u
         bias_rel = None
         if bias is not None:
             # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
