@@ -354,8 +354,8 @@ def _view(op: LinearOp, b: Tensor | None, like: Tensor) -> Tensor | float:
 
 
 def _relevance_ratio_(denominator: Tensor, y: Tensor, grad: Tensor) -> Tensor:
-    """``s = (y ⊙ grad) / denominator`` computed in the denominator's own buffer (no new allocation)."""
-    return denominator.reciprocal_().mul_(y).mul_(grad)
+    """``s = (y ⊙ grad) / denominator`` computed in the denominator's own buffer (no new allocation, two passes)."""
+    return torch.div(y, denominator, out=denominator).mul_(grad)
 
 
 def _nonnegative(x: Tensor, hints: Hints) -> bool:
