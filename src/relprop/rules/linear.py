@@ -354,8 +354,8 @@ def _view(op: LinearOp, b: Tensor | None, like: Tensor) -> Tensor | float:
 
 
 def _relevance_ratio_(denominator: Tensor, y: Tensor, grad: Tensor) -> Tensor:
-    """``s = (y ⊙ grad) / denominator`` computed in the denominator's own buffer (no new allocation)."""
-    return denominator.reciprocal_().mul_(y).mul_(grad)
+    """``s = (y ⊙ grad) / denominator`` computed in the denominator's own buffer (no new allocation, two passes)."""
+    return torch.div(y, denominator, out=denominator).mul_(grad)
 
 
 def _nonnegative(x: Tensor, hints: Hints) -> bool:
@@ -482,8 +482,8 @@ class GammaRule(LinearRule):
         """The sign-aware rule for ``x ≥ 0`` with the two backward products in one.
 
         The same arithmetic as the general path, with the constant factors moved into cached weights:
-        ``z = y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``t = g / z``, ``s = y t`` and
-        ``d = |y| t`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
+        ``z = (1 + γ/2) y ± ((γ/2)(|W|a + |b|) + ε)`` with the sign of ``y``, ``s = y g / z`` and
+        ``d = |y| g / z`` (``= s·sign(y)``, as ``z`` has the sign of ``y``), and
         ``(1 + γ/2) Wᵀs + (γ/2)|W|ᵀd`` is one transposed product of ``[s, d]`` with the weights
         ``[(1 + γ/2) W, (γ/2)|W|]`` stacked along the output channels.
         """
@@ -501,15 +501,18 @@ class GammaRule(LinearRule):
             "weight_stacked_gamma",
             lambda: torch.cat([weight * (1 + 0.5 * g), half_abs], dim=op.out_channel_dim),
         )
-        z = op.apply(x, half_abs, half_abs_bias).copysign_(y).add_(y, alpha=1 + 0.5 * g)
-        ratio = torch.div(grad, z, out=z)
         both = torch.empty(
             (*y.shape[:channel], 2 * y.shape[channel], *y.shape[channel:][1:]), dtype=y.dtype, device=y.device
         )
         s, d = both.chunk(2, dim=channel)
-        torch.mul(ratio, y, out=s)
-        torch.abs(y, out=d).mul_(ratio)
-        del ratio, z
+        # z = sign(y)·u with u = (1 + γ/2)|y| + (γ/2)(|W|a + |b|) + ε > 0, so s = y g / z = |y| g / u and
+        # d = |y| g / z = y g / u: five passes, no sign handling.
+        torch.abs(y, out=s)
+        u = op.apply(x, half_abs, half_abs_bias).add_(s, alpha=1 + 0.5 * g)
+        ratio = torch.div(grad, u, out=u)
+        torch.mul(y, ratio, out=d)
+        s.mul_(ratio)
+        del ratio, u
         bias_rel = None
         if bias is not None:
             # Σ s₊(b + γb⁺) + Σ s₋(b + γb⁻) = Σ_c (1 + γ/2) b_c S_c + (γ/2)|b_c| D_c.
@@ -731,9 +734,42 @@ class ZBoxRule(LinearRule):
         z = stabilize(z, self.stabilizer) if _has_negative(z) else z.add_(self.stabilizer)
         s = _relevance_ratio_(z, y, grad)
         del z
-        relevance = x * op.vjp(s, weight, x)
-        relevance.sub_(low * op.vjp(s, w_pos, x)).sub_(high * op.vjp(s, w_neg, x))
+        stacked = _lazy(prepared, "weight_box_stacked", lambda: _stack_inputs(op, (weight, w_pos, w_neg)))
+        c, c_pos, c_neg = _vjp_stacked(op, s, stacked, x, 3)
+        relevance = torch.mul(x, c).addcmul_(low, c_pos, value=-1.0).addcmul_(high, c_neg, value=-1.0)
         return Propagation(relevance=relevance)
+
+
+def _in_channel_dim(op: LinearOp) -> int:
+    """The weight dimension that indexes input channels."""
+    return 0 if op.kind == "conv_transpose" else 1
+
+
+def _stack_inputs(op: LinearOp, weights: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    """Weights stacked along their input channels, so that one transposed product serves all of them.
+
+    Grouped convolutions cannot be stacked this way; their weights are returned as they are.
+    """
+    if op.kind != "linear" and op.groups != 1:
+        return weights
+    return torch.cat(weights, dim=_in_channel_dim(op))
+
+
+def _vjp_stacked(op: LinearOp, s: Tensor, stacked: Tensor | tuple[Tensor, ...], x: Tensor, count: int) -> list[Tensor]:
+    """``[W₁ᵀ ⋆ s, …, W_countᵀ ⋆ s]`` from weights stacked along their input channels (:func:`_stack_inputs`).
+
+    One transposed product with ``count`` times the input channels costs about as much as one with
+    the plain weight where the input has few channels (a first convolution on 3-channel pixels:
+    oneDNN's backward-data kernel is slow there whatever the channel count), and reads ``s`` once.
+    """
+    if isinstance(stacked, tuple):
+        return [op.vjp(s, w, x) for w in stacked]
+    channel = -1 if op.kind == "linear" else 1
+    shape = list(x.shape)
+    shape[channel] *= count
+    # The transposed product reads only the shape of its input argument (a dense layer not even that).
+    like = x if op.kind == "linear" else x.new_empty(shape)
+    return list(op.vjp(s, stacked, like).chunk(count, dim=channel))
 
 
 @register
