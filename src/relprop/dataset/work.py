@@ -8,8 +8,8 @@ actor, so both executors store the same numbers for the same batch composition: 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from .settings import RunSettings
 from .sources import SampleError, Source
 from .store import FAILED, LEDGER_COLUMNS, OK, BlockResult, StoreLayout, column, downsample, new_table
 
-__all__ = ["BlockExplainer", "ExplainedBatch", "ExplainedBlock", "LoadedBlock", "Probe", "make_runner", "probe"]
+__all__ = ["BlockExplainer", "ExplainedBlock", "LoadedBlock", "Probe", "make_runner", "probe"]
 
 Runner = Callable[[Tensor, Any], Explanation]
 
@@ -71,26 +71,47 @@ class LoadedBlock:
     errors: np.ndarray
 
 
-@dataclass
-class ExplainedBatch:
-    """What a run keeps of one batch's explanation: its rows in the block, its inputs and the result's tensors."""
-
-    rows: np.ndarray
-    x: Tensor
-    relevance: Tensor
-    output: Tensor
-    target: Tensor
-    ledger: dict[str, Tensor]
-    layers: dict[str, Tensor]
+# The dtype each kept value is copied to (others: float32), as the store holds it.
+_KEEP_DTYPES = {"target": torch.int64, **dict.fromkeys(LEDGER_COLUMNS, torch.float64)}
 
 
 @dataclass
 class ExplainedBlock:
-    """A block's explained batches and per-row failures, before they are shaped into store rows."""
+    """A block's explanations and per-row failures, before they are shaped into store rows.
+
+    ``batches`` holds the rows of each explained batch, in order; ``values`` one row per
+    sample of the block of the relevance, output, target, ledger columns and layer relevance
+    (``layers/<module path>``), copied there batch by batch as they were explained.
+    """
 
     loaded: LoadedBlock
     errors: np.ndarray
-    batches: list[ExplainedBatch]
+    batches: list[np.ndarray] = field(default_factory=list)
+    values: dict[str, Tensor] = field(default_factory=dict)
+
+    def keep(self, rows: np.ndarray, result: Explanation, layers: Sequence[str]) -> None:
+        """Copy a batch's explanation into its rows.
+
+        Copying at once lets the batch's own tensors go, as in a plain loop: keeping a block's
+        worth of small result tensors alive until the writer takes them costs the explainer
+        several per cent (the allocator can no longer reuse that memory).
+        """
+        found = getattr(result, "layers", None) or {}
+        parts = {
+            "relevance": result.relevance,
+            "output": result.output,
+            "target": result.target,
+            **{name: getattr(result.ledger, name) for name in LEDGER_COLUMNS},
+            **{f"layers/{name}": found[name] for name in layers},
+        }
+        n, where = len(self.errors), _rows_index(rows)
+        for name, value in parts.items():
+            kept = self.values.get(name)
+            if kept is None:
+                dtype = _KEEP_DTYPES.get(name, torch.float32)
+                kept = self.values[name] = torch.zeros((n, *value.shape[1:]), dtype=dtype)
+            kept[where] = value.detach().to(device="cpu", dtype=kept.dtype)
+        self.batches.append(rows)
 
 
 @dataclass(frozen=True)
@@ -185,17 +206,14 @@ class BlockExplainer:
             for row in unlabelled:
                 errors[row] = f"{loaded.paths[row]}: no label to explain (target 'label')"
         ready = np.flatnonzero(errors == "")
-        batches: list[ExplainedBatch] = []
+        explained = ExplainedBlock(loaded, errors)
         size = self.settings.batch_size
         for first in range(0, len(ready), size):
             rows = ready[first : first + size]
             assert loaded.x is not None  # a usable sample was loaded into it
-            if rows[-1] - rows[0] + 1 == len(rows):  # consecutive rows: a view, as a plain loop would slice
-                x = loaded.x[int(rows[0]) : int(rows[-1]) + 1]
-            else:
-                x = loaded.x[torch.from_numpy(rows)]
-            self._explain_batch(loaded, rows, x, errors, batches)
-        return ExplainedBlock(loaded, errors, batches)
+            x = loaded.x[_rows_index(rows)]  # consecutive rows: a view, as a plain loop would slice
+            self._explain_batch(explained, rows, x)
+        return explained
 
     def assemble(self, explained: ExplainedBlock) -> BlockResult:
         """The store rows of an explained block (run in the writer thread by the local executor)."""
@@ -209,32 +227,27 @@ class BlockExplainer:
         column(table, "label")[:] = loaded.labels
         status = np.full(n, FAILED, dtype=np.uint8)
         if explained.batches:
-            self._fill(arrays, table, status, explained.batches)
+            self._fill(arrays, table, status, explained)
         return BlockResult(loaded.block, loaded.start, loaded.stop, arrays, table, status)
 
     def __call__(self, block: int) -> BlockResult:
         return self.assemble(self.explain(self.load(block)))
 
-    def _explain_batch(
-        self, loaded: LoadedBlock, rows: np.ndarray, x: Tensor, errors: np.ndarray, out: list[ExplainedBatch]
-    ) -> None:
-        """Explain a batch into ``out``; if the model fails on it, sample by sample (a failing one gets its reason)."""
+    def _explain_batch(self, explained: ExplainedBlock, rows: np.ndarray, x: Tensor) -> None:
+        """Explain a batch into ``explained``; if the model fails on it, sample by sample (failures get the reason)."""
+        loaded = explained.loaded
         try:
             result = self.runner(x, self._target(loaded, rows))
         except RelpropError:
             raise
         except RuntimeError as exc:
             if len(rows) == 1:
-                errors[rows[0]] = f"{loaded.paths[rows[0]]}: the model failed ({first_line(exc)})"
+                explained.errors[rows[0]] = f"{loaded.paths[rows[0]]}: the model failed ({first_line(exc)})"
                 return
             for k in range(len(rows)):
-                self._explain_batch(loaded, rows[k : k + 1], x[k : k + 1], errors, out)
+                self._explain_batch(explained, rows[k : k + 1], x[k : k + 1])
             return
-        ledger = {name: getattr(result.ledger, name).detach() for name in LEDGER_COLUMNS}
-        found = getattr(result, "layers", None) or {}
-        layers = {name: found[name].detach() for name in self.settings.layers}
-        out.append(ExplainedBatch(rows, x, result.relevance.detach(), result.output.detach(), result.target, ledger,
-                                  layers))  # fmt: skip
+        explained.keep(rows, result, self.settings.layers)
 
     def _target(self, loaded: LoadedBlock, rows: np.ndarray) -> Any:
         if self.settings.target == "label":
@@ -246,37 +259,44 @@ class BlockExplainer:
         arrays: dict[str, np.ndarray],
         table: dict[str, np.ndarray],
         status: np.ndarray,
-        batches: list[ExplainedBatch],
+        explained: ExplainedBlock,
     ) -> None:
-        """Copy the explained batches into their rows; samples with non-finite values fail instead."""
-        rows, size = np.concatenate([b.rows for b in batches]), self.settings.analysis_size
-        relevance = torch.cat([b.relevance.cpu().float() for b in batches])
-        output = torch.cat([b.output.cpu().float() for b in batches])
-        values: dict[str, Tensor] = {
-            "relevance": relevance,
-            # per batch, as a plain loop would call it: the same sums bit for bit
-            "downsampled": torch.cat([downsample(b.relevance.cpu().float(), size) for b in batches]),
-            "output": output,
-        }
+        """Copy the explained rows into the block's arrays; samples with non-finite values fail instead."""
+        kept = {name: value.numpy() for name, value in explained.values.items()}
+        rows = np.concatenate(explained.batches)
+        relevance = explained.values["relevance"]
+        # per batch, as a plain loop would call it: the same sums bit for bit
+        size = self.settings.analysis_size
+        arrays["downsampled"][rows] = torch.cat(
+            [downsample(relevance[_rows_index(batch)], size) for batch in explained.batches]
+        ).numpy()
+        for name in ("relevance", "output", *(f"layers/{name}" for name in self.settings.layers)):
+            arrays[name][rows] = kept[name][rows]
         if "inputs" in arrays:
-            values["inputs"] = torch.cat([b.x.detach().cpu().float() for b in batches])
-        for name in self.settings.layers:
-            values[f"layers/{name}"] = torch.cat([b.layers[name].cpu().float() for b in batches])
-        for name, value in values.items():
-            arrays[name][rows] = value.numpy()
-        column(table, "target")[rows] = torch.cat([b.target.cpu() for b in batches]).numpy()
-        column(table, "prediction")[rows] = output.argmax(1).numpy() if output.dim() == 2 else -1
+            assert explained.loaded.x is not None
+            arrays["inputs"][rows] = explained.loaded.x.float().numpy()[rows]
+        output = kept["output"][rows]
+        column(table, "target")[rows] = kept["target"][rows]
+        column(table, "prediction")[rows] = output.argmax(1) if output.ndim == 2 else -1
         for name in LEDGER_COLUMNS:
-            column(table, name)[rows] = torch.cat([b.ledger[name].cpu().double() for b in batches]).numpy()
+            column(table, name)[rows] = kept[name][rows]
         status[rows] = OK
-        finite = torch.isfinite(relevance).flatten(1).all(1) & torch.isfinite(output).flatten(1).all(1)
-        bad = rows[~finite.numpy()]
+        finite = np.isfinite(kept["relevance"][rows].reshape(len(rows), -1)).all(1)
+        finite &= np.isfinite(output.reshape(len(rows), -1)).all(1)
+        bad = rows[~finite]
         for name in arrays:
             arrays[name][bad] = np.nan
         table["ledger"][bad] = np.nan
         column(table, "target")[bad] = column(table, "prediction")[bad] = -1
         table["error"][bad] = "the explanation is not finite (NaN or Inf); try a larger epsilon"
         status[bad] = FAILED
+
+
+def _rows_index(rows: np.ndarray) -> slice | Tensor:
+    """Index of sorted block rows: a slice when they are consecutive (a view), else the rows."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return torch.from_numpy(rows)
 
 
 def _path_of(reason: str) -> str:
