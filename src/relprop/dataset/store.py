@@ -30,10 +30,11 @@ per block: writing 256 small samples as 256 inner chunks costs more than explain
 and reading the block is as fast as reading one of them. Either way a data set of a million
 samples is tens of thousands of files, not millions.
 
-A block is written by exactly one worker, array by array, and ``status`` last: Zarr writes
-every file through a temporary name and a rename, so a block is either committed (its
-status chunk is written) or redone on resume; a killed run never leaves a half-written
-sample that counts as done. Floating-point values of pending or failed samples are NaN.
+A block is written by exactly one worker, its arrays concurrently and ``status`` once they
+are all written: Zarr writes every file through a temporary name and a rename, so a block
+is either committed (its status chunk is written) or redone on resume; a killed run never
+leaves a half-written sample that counts as done. Floating-point values of pending or
+failed samples are NaN.
 
 The metadata record (``RelevanceStore.metadata``) holds ``format``, ``state`` (``writing``,
 ``interrupted``, ``complete``), ``samples``, ``chunk_size``, ``layout`` (shapes),
