@@ -98,6 +98,25 @@ def test_npz_and_npy_files(tmp_path: Path) -> None:
         open_source(str(tmp_path / "labels.npz"))
 
 
+@pytest.mark.parametrize("spec", ["digits", "data.npz", "inputs.npy", "ints.npy"])
+def test_a_range_loads_the_same_samples_as_one_by_one(tmp_path: Path, spec: str) -> None:
+    x = np.random.default_rng(2).random((9, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, y=np.arange(9) % 4)
+    np.save(tmp_path / "inputs.npy", x)
+    np.save(tmp_path / "ints.npy", (x * 255).astype(np.uint8))
+    source = open_source(spec if spec == "digits" else str(tmp_path / spec))
+    part = source.load_range(2, 7)
+    assert part is not None and part.x.dtype == torch.float32 and part.labels.dtype == np.int64
+    singles = [source.load(i) for i in range(2, 7)]
+    assert torch.equal(part.x, torch.stack([s.x for s in singles]))
+    assert part.labels.tolist() == [s.label for s in singles] and part.paths == [s.path for s in singles]
+
+
+def test_datasets_load_one_by_one() -> None:
+    source = TorchDatasetSource([(torch.zeros(1, 8, 8), 1)] * 3)
+    assert source.load_range(0, 3) is None  # the run loads each item, so that a broken one fails alone
+
+
 def test_array_file_source_reopens_after_pickling(tmp_path: Path) -> None:
     import pickle
 

@@ -1,9 +1,11 @@
 """The local executor: a loader thread, the explainer in the calling thread, a writer thread.
 
 Reading the next block (image decoding, dataset ``__getitem__``) and writing the previous
-one (Zarr encoding and file writes) overlap with the explanation of the current block; the
-queues between the stages hold at most two blocks, so memory stays bounded. The explainer
-runs in the calling (main) thread, where Ctrl-C arrives.
+one (shaping the rows, the downsampled copy, Zarr encoding and file writes) overlap with the
+explanation of the current block; the queues between the stages hold at most two blocks, so
+memory stays bounded. The explainer runs in the calling (main) thread, where Ctrl-C arrives,
+and does nothing there but slice batches and call the explainer: every thread shares the GIL,
+so per-sample Python work anywhere slows a small model down.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 import torch
 
 from .context import RunContext, write_error
-from .store import BlockResult, StoreWriter
-from .work import BlockExplainer, LoadedBlock, make_runner
+from .store import StoreWriter
+from .work import BlockExplainer, ExplainedBlock, LoadedBlock, make_runner
 
 __all__ = ["run_local"]
 
@@ -62,7 +64,7 @@ def _pipeline(ctx: RunContext) -> None:
     work = BlockExplainer(runner, ctx.source, ctx.settings, ctx.layout)
     writer = StoreWriter(ctx.path)
     loaded: queue.Queue[LoadedBlock | _Raised | None] = queue.Queue(maxsize=_DEPTH)
-    results: queue.Queue[BlockResult | None] = queue.Queue(maxsize=_DEPTH)
+    results: queue.Queue[ExplainedBlock | None] = queue.Queue(maxsize=_DEPTH)
     halt = threading.Event()
     failed: list[BaseException] = []
 
@@ -76,10 +78,11 @@ def _pipeline(ctx: RunContext) -> None:
         _put(loaded, None, halt)
 
     def write_blocks() -> None:
-        while (result := results.get()) is not None:
+        while (explained := results.get()) is not None:
             if failed:
                 continue  # drain: nothing more is written after a failed write
             try:
+                result = work.assemble(explained)
                 writer.write(result)
             except BaseException as exc:
                 failed.append(exc)

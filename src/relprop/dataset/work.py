@@ -8,8 +8,8 @@ actor, so both executors store the same numbers for the same batch composition: 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,10 @@ from ..engine import Explainer
 from ..errors import ConfigurationError, RelpropError, first_line
 from ..explanation import Explanation
 from .settings import RunSettings
-from .sources import Sample, SampleError, Source
+from .sources import SampleError, Source
 from .store import FAILED, LEDGER_COLUMNS, OK, BlockResult, StoreLayout, column, downsample, new_table
 
-__all__ = ["BlockExplainer", "LoadedBlock", "Probe", "make_runner", "probe"]
+__all__ = ["BlockExplainer", "ExplainedBlock", "LoadedBlock", "Probe", "make_runner", "probe"]
 
 Runner = Callable[[Tensor, Any], Explanation]
 
@@ -56,12 +56,62 @@ def make_runner(model: nn.Module, settings: RunSettings, composite: str | Compos
 
 @dataclass
 class LoadedBlock:
-    """The samples of one block as loaded: a :class:`Sample` or the reason it could not be loaded."""
+    """The samples of one block as loaded, one row per sample.
+
+    ``x`` stacks the inputs (rows of samples that could not be used are left as they were
+    allocated); ``errors`` is ``""`` for a usable sample, else why it is not.
+    """
 
     block: int
     start: int
     stop: int
-    samples: list[Sample | str]
+    x: Tensor | None
+    labels: np.ndarray
+    paths: np.ndarray
+    errors: np.ndarray
+
+
+# The dtype each kept value is copied to (others: float32), as the store holds it.
+_KEEP_DTYPES = {"target": torch.int64, **dict.fromkeys(LEDGER_COLUMNS, torch.float64)}
+
+
+@dataclass
+class ExplainedBlock:
+    """A block's explanations and per-row failures, before they are shaped into store rows.
+
+    ``batches`` holds the rows of each explained batch, in order; ``values`` one row per
+    sample of the block of the relevance, output, target, ledger columns and layer relevance
+    (``layers/<module path>``), copied there batch by batch as they were explained.
+    """
+
+    loaded: LoadedBlock
+    errors: np.ndarray
+    batches: list[np.ndarray] = field(default_factory=list)
+    values: dict[str, Tensor] = field(default_factory=dict)
+
+    def keep(self, rows: np.ndarray, result: Explanation, layers: Sequence[str]) -> None:
+        """Copy a batch's explanation into its rows.
+
+        Copying at once lets the batch's own tensors go, as in a plain loop: keeping a block's
+        worth of small result tensors alive until the writer takes them costs the explainer
+        several per cent (the allocator can no longer reuse that memory).
+        """
+        found = getattr(result, "layers", None) or {}
+        parts = {
+            "relevance": result.relevance,
+            "output": result.output,
+            "target": result.target,
+            **{name: getattr(result.ledger, name) for name in LEDGER_COLUMNS},
+            **{f"layers/{name}": found[name] for name in layers},
+        }
+        n, where = len(self.errors), _rows_index(rows)
+        for name, value in parts.items():
+            kept = self.values.get(name)
+            if kept is None:
+                dtype = _KEEP_DTYPES.get(name, torch.float32)
+                kept = self.values[name] = torch.zeros((n, *value.shape[1:]), dtype=dtype)
+            kept[where] = value.detach().to(device="cpu", dtype=kept.dtype)
+        self.batches.append(rows)
 
 
 @dataclass(frozen=True)
@@ -121,71 +171,87 @@ class BlockExplainer:
         self._arrays = layout.arrays()
 
     def load(self, block: int) -> LoadedBlock:
-        """Read and preprocess the samples of ``block``; unusable ones become their reason."""
+        """Read and preprocess the samples of ``block`` into one tensor; unusable ones get their reason."""
         start, stop = self.layout.block_range(block)
-        samples: list[Sample | str] = []
-        for index in range(start, stop):
+        n = stop - start
+        loaded = self.source.load_range(start, stop)
+        if loaded is not None and tuple(loaded.x.shape[1:]) == self.layout.input_shape:
+            errors = np.full(n, "", dtype=object)
+            return LoadedBlock(block, start, stop, loaded.x, loaded.labels, np.asarray(loaded.paths, object), errors)
+        x: Tensor | None = None
+        labels, paths, errors = np.full(n, -1, dtype=np.int64), np.full(n, "", object), np.full(n, "", object)
+        for row in range(n):
             try:
-                samples.append(self.source.load(index))
+                sample = self.source.load(start + row)
             except SampleError as exc:
-                samples.append(str(exc))
-        return LoadedBlock(block, start, stop, samples)
+                paths[row], errors[row] = _path_of(str(exc)), str(exc)
+                continue
+            paths[row], labels[row] = sample.path, sample.label
+            if tuple(sample.x.shape) != self.layout.input_shape:
+                errors[row] = (
+                    f"{sample.path}: input shape {tuple(sample.x.shape)} differs from the store's "
+                    f"{self.layout.input_shape}"
+                )
+                continue
+            if x is None:
+                x = torch.zeros((n, *self.layout.input_shape), dtype=sample.x.dtype)
+            x[row] = sample.x
+        return LoadedBlock(block, start, stop, x, labels, paths, errors)
 
-    def explain(self, loaded: LoadedBlock) -> BlockResult:
-        """Explain the loaded samples in batches and return the block's rows."""
+    def explain(self, loaded: LoadedBlock) -> ExplainedBlock:
+        """Explain the usable samples of a loaded block in batches of ``batch_size``."""
+        errors = loaded.errors.copy()
+        if self.settings.target == "label":
+            unlabelled = np.flatnonzero((loaded.labels < 0) & (errors == ""))
+            for row in unlabelled:
+                errors[row] = f"{loaded.paths[row]}: no label to explain (target 'label')"
+        ready = np.flatnonzero(errors == "")
+        explained = ExplainedBlock(loaded, errors)
+        size = self.settings.batch_size
+        for first in range(0, len(ready), size):
+            rows = ready[first : first + size]
+            assert loaded.x is not None  # a usable sample was loaded into it
+            x = loaded.x[_rows_index(rows)]  # consecutive rows: a view, as a plain loop would slice
+            self._explain_batch(explained, rows, x)
+        return explained
+
+    def assemble(self, explained: ExplainedBlock) -> BlockResult:
+        """The store rows of an explained block (run in the writer thread by the local executor)."""
+        loaded = explained.loaded
         n = loaded.stop - loaded.start
         arrays = {name: np.full((n, *shape), np.nan, dtype=dtype) for name, (shape, dtype) in self._arrays.items()}
         table = new_table(n)
         table["source_index"][:] = np.arange(loaded.start, loaded.stop)
+        table["source_path"][:] = loaded.paths
+        table["error"][:] = explained.errors
+        column(table, "label")[:] = loaded.labels
         status = np.full(n, FAILED, dtype=np.uint8)
-        ready: list[tuple[int, Sample]] = []
-        for row, sample in enumerate(loaded.samples):
-            if isinstance(sample, str):
-                table["source_path"][row], table["error"][row] = _path_of(sample), sample
-                continue
-            table["source_path"][row], column(table, "label")[row] = sample.path, sample.label
-            problem = self._unusable(sample)
-            if problem:
-                table["error"][row] = problem
-            else:
-                ready.append((row, sample))
-        size = self.settings.batch_size
-        for first in range(0, len(ready), size):
-            for rows, x, outcome in self._explain_batch(ready[first : first + size]):
-                if isinstance(outcome, str):
-                    table["error"][rows[0]] = outcome
-                else:
-                    self._fill(arrays, table, status, np.asarray(rows), x, outcome)
+        if explained.batches:
+            self._fill(arrays, table, status, explained)
         return BlockResult(loaded.block, loaded.start, loaded.stop, arrays, table, status)
 
     def __call__(self, block: int) -> BlockResult:
-        return self.explain(self.load(block))
+        return self.assemble(self.explain(self.load(block)))
 
-    def _unusable(self, sample: Sample) -> str | None:
-        if tuple(sample.x.shape) != self.layout.input_shape:
-            return (
-                f"{sample.path}: input shape {tuple(sample.x.shape)} differs from the store's {self.layout.input_shape}"
-            )
-        if self.settings.target == "label" and sample.label < 0:
-            return f"{sample.path}: no label to explain (target 'label')"
-        return None
-
-    def _explain_batch(self, batch: list[tuple[int, Sample]]) -> list[tuple[list[int], Tensor, Explanation | str]]:
-        """Explain a batch: ``(rows, inputs, explanation)``; if the model fails on it, sample by sample."""
-        x = torch.stack([s.x for _, s in batch])
-        rows = [row for row, _ in batch]
+    def _explain_batch(self, explained: ExplainedBlock, rows: np.ndarray, x: Tensor) -> None:
+        """Explain a batch into ``explained``; if the model fails on it, sample by sample (failures get the reason)."""
+        loaded = explained.loaded
         try:
-            return [(rows, x, self.runner(x, self._target(batch)))]
+            result = self.runner(x, self._target(loaded, rows))
         except RelpropError:
             raise
         except RuntimeError as exc:
-            if len(batch) == 1:
-                return [(rows, x, f"{batch[0][1].path}: the model failed ({first_line(exc)})")]
-            return [outcome for item in batch for outcome in self._explain_batch([item])]
+            if len(rows) == 1:
+                explained.errors[rows[0]] = f"{loaded.paths[rows[0]]}: the model failed ({first_line(exc)})"
+                return
+            for k in range(len(rows)):
+                self._explain_batch(explained, rows[k : k + 1], x[k : k + 1])
+            return
+        explained.keep(rows, result, self.settings.layers)
 
-    def _target(self, batch: list[tuple[int, Sample]]) -> Any:
+    def _target(self, loaded: LoadedBlock, rows: np.ndarray) -> Any:
         if self.settings.target == "label":
-            return torch.tensor([s.label for _, s in batch], dtype=torch.long)
+            return torch.from_numpy(loaded.labels[rows].astype(np.int64))
         return self.settings.target
 
     def _fill(
@@ -193,39 +259,44 @@ class BlockExplainer:
         arrays: dict[str, np.ndarray],
         table: dict[str, np.ndarray],
         status: np.ndarray,
-        rows: np.ndarray,
-        x: Tensor,
-        result: Explanation,
+        explained: ExplainedBlock,
     ) -> None:
-        """Copy a batch's explanation into its rows; samples with non-finite values fail instead."""
-        relevance = result.relevance.detach().cpu().float()
-        output = result.output.detach().cpu().float()
-        finite = torch.isfinite(relevance).flatten(1).all(1) & torch.isfinite(output).flatten(1).all(1)
-        ledger = result.ledger
-        values: dict[str, Tensor] = {
-            "relevance": relevance,
-            "downsampled": downsample(relevance, self.settings.analysis_size),
-            "output": output,
-        }
+        """Copy the explained rows into the block's arrays; samples with non-finite values fail instead."""
+        kept = {name: value.numpy() for name, value in explained.values.items()}
+        rows = np.concatenate(explained.batches)
+        relevance = explained.values["relevance"]
+        # per batch, as a plain loop would call it: the same sums bit for bit
+        size = self.settings.analysis_size
+        arrays["downsampled"][rows] = torch.cat(
+            [downsample(relevance[_rows_index(batch)], size) for batch in explained.batches]
+        ).numpy()
+        for name in ("relevance", "output", *(f"layers/{name}" for name in self.settings.layers)):
+            arrays[name][rows] = kept[name][rows]
         if "inputs" in arrays:
-            values["inputs"] = x.detach().cpu().float()
-        layers = getattr(result, "layers", None) or {}
-        for name in self.settings.layers:
-            values[f"layers/{name}"] = layers[name].detach().cpu().float()
-        for name, value in values.items():
-            arrays[name][rows] = value.numpy()
-        column(table, "target")[rows] = result.target.cpu().numpy()
-        column(table, "prediction")[rows] = output.argmax(1).numpy() if output.dim() == 2 else -1
+            assert explained.loaded.x is not None
+            arrays["inputs"][rows] = explained.loaded.x.float().numpy()[rows]
+        output = kept["output"][rows]
+        column(table, "target")[rows] = kept["target"][rows]
+        column(table, "prediction")[rows] = output.argmax(1) if output.ndim == 2 else -1
         for name in LEDGER_COLUMNS:
-            column(table, name)[rows] = getattr(ledger, name).detach().cpu().double().numpy()
+            column(table, name)[rows] = kept[name][rows]
         status[rows] = OK
-        bad = rows[~finite.numpy()]
+        finite = np.isfinite(kept["relevance"][rows].reshape(len(rows), -1)).all(1)
+        finite &= np.isfinite(output.reshape(len(rows), -1)).all(1)
+        bad = rows[~finite]
         for name in arrays:
             arrays[name][bad] = np.nan
         table["ledger"][bad] = np.nan
         column(table, "target")[bad] = column(table, "prediction")[bad] = -1
         table["error"][bad] = "the explanation is not finite (NaN or Inf); try a larger epsilon"
         status[bad] = FAILED
+
+
+def _rows_index(rows: np.ndarray) -> slice | Tensor:
+    """Index of sorted block rows: a slice when they are consecutive (a view), else the rows."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return torch.from_numpy(rows)
 
 
 def _path_of(reason: str) -> str:
