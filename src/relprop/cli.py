@@ -611,7 +611,8 @@ def _method_runner(
 
     name, params = _methods.resolve(spec)
     given = {k: v for k, v in cli_params.items() if v is not None}
-    from .tune_cli import is_tuned_file, tuned_runner  # --composite tuned.json (relprop tune)
+    from .tune_cli import tuned_runner  # --composite tuned.json (relprop tune)
+    from .tuning.resolve import is_tuned_file
 
     if name == "lrp" and is_tuned_file(composite or params.get("composite")):
         path = composite or params.pop("composite")

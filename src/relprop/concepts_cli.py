@@ -54,9 +54,11 @@ def _open_store(path: Path | None, model: Any) -> Any:
 
 def _tuned(composite: str) -> Any:
     """The tuned composite of a ``--composite tuned.json`` (``None`` for a name); one with a reference is refused."""
-    if not composite.endswith(".json"):
-        return None
     from .tuning import TunedComposite
+    from .tuning.resolve import is_tuned_file
+
+    if not is_tuned_file(composite):
+        return None
 
     try:
         tuned = TunedComposite.load(composite)

@@ -60,7 +60,9 @@ def _load(model_path: str | None, task: str, attn_implementation: str | None) ->
 
 def _composite(value: str) -> str:
     """A composite name, or the path of a tuned composite file (checked against the model once it is loaded)."""
-    if value.endswith(".json") or value in _composites.names():
+    from .tuning.resolve import is_tuned_file
+
+    if is_tuned_file(value) or value in _composites.names():
         return value
     raise click.BadParameter(
         f"{value!r} is neither a composite ({', '.join(_composites.names())}) nor a tuned .json file",
@@ -125,9 +127,10 @@ def explain_text(
         prepare_output_folder(html_path.parent)
     chosen: Any = composite
     try:
-        if composite.endswith(".json"):  # read before the model loads: a missing or damaged file fails at once
-            from .tuning import TunedComposite
+        from .tuning import TunedComposite
+        from .tuning.resolve import is_tuned_file
 
+        if is_tuned_file(composite):  # read before the model loads: a missing or damaged file fails at once
             chosen = TunedComposite.load(composite)
     except RelpropError as exc:
         raise UserError(str(exc)) from None

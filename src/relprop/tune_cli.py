@@ -295,11 +295,6 @@ def _run(
     return tuned, data
 
 
-def is_tuned_file(composite: Any) -> bool:
-    """Whether a ``--composite`` value names a tuned-composite file (``relprop tune --out``)."""
-    return isinstance(composite, str) and composite.endswith(".json")
-
-
 def tuned_runner(
     model: torch.nn.Module, path: str, given: dict[str, Any], top: str, contrast: Any
 ) -> tuple[str, Any, dict[str, Any]]:

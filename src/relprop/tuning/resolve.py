@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from .tuned import TunedComposite
 
-__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective", "is_tuned"]
+__all__ = ["AUTO", "AUTO_BUDGET", "as_composite", "auto_composite", "auto_objective", "is_tuned", "is_tuned_file"]
 
 AUTO = "auto"
 #: Seconds the quick search of ``composite="auto"`` may take.
@@ -41,14 +41,15 @@ AUTO_BUDGET = 20.0
 _MAX_STEPS = 64
 
 
-def _is_tuned_file(composite: Any) -> bool:
+def is_tuned_file(composite: Any) -> bool:
+    """Whether ``composite`` names a tuned-composite file (a ``.json`` path, as ``relprop tune --out`` writes)."""
     return isinstance(composite, (str, os.PathLike)) and str(composite).endswith(".json")
 
 
 def is_tuned(composite: Any) -> bool:
     """Whether ``composite`` is a tuned composite, the path of a tuned ``.json`` file, or ``"auto"``."""
     auto = isinstance(composite, str) and composite == AUTO
-    return auto or isinstance(composite, TunedComposite) or _is_tuned_file(composite)
+    return auto or isinstance(composite, TunedComposite) or is_tuned_file(composite)
 
 
 def as_composite(composite: Any, model: nn.Module, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -72,7 +73,7 @@ def as_composite(composite: Any, model: nn.Module, params: dict[str, Any]) -> tu
     elif tuned is not None:
         raise ConfigurationError("tuned= applies to composite='auto' only; pass the tuned composite as composite=.")
     source = None
-    if _is_tuned_file(composite):
+    if is_tuned_file(composite):
         source = str(composite)
         composite = TunedComposite.load(composite)
     if not isinstance(composite, TunedComposite):
@@ -111,12 +112,12 @@ def _auto_targets(target: Any, count: int) -> Any:
 def auto_composite(model: nn.Module, inputs: Any, target: Any = None, tuned: Any = None) -> TunedComposite:
     """What ``composite="auto"`` uses: the ``tuned`` composite, else a quick search on ``inputs`` (with a warning)."""
     if tuned is not None:
-        result = TunedComposite.load(tuned) if _is_tuned_file(tuned) else tuned
+        result = TunedComposite.load(tuned) if is_tuned_file(tuned) else tuned
         if not isinstance(result, TunedComposite):
             raise ConfigurationError(
                 f"tuned= must be a TunedComposite or the path of a tuned .json file, got {type(tuned).__name__}."
             )
-        result.check_model(model, str(tuned) if _is_tuned_file(tuned) else None)
+        result.check_model(model, str(tuned) if is_tuned_file(tuned) else None)
         return result
     if not isinstance(inputs, Tensor) or inputs.dim() < 2 or len(inputs) < 2:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
