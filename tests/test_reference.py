@@ -184,3 +184,30 @@ def test_an_explainer_with_a_reference_reuses_its_paired_plan_and_books_each_cal
         assert reused.ledger.closes()
     run = explainer._reference_run
     assert run is not None and len(run.paired.explainer._plans) == 1
+
+
+class _FoldsTheBatch(nn.Module):
+    """Moves the batch to dimension 1 before its linear layer, so the pair [x; x̄] no longer lies along dimension 0."""
+
+    def __init__(self, relu_first: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 2).double()
+        self.relu_first = relu_first  # DeepLIFT pairs at its nonlinearities, reference-aware LRP at its layers
+
+    def forward(self, x: Tensor) -> Tensor:
+        folded = x.transpose(0, 1)
+        return self.fc(torch.relu(folded) if self.relu_first else folded).sum(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "method"),
+    [({"composite": "epsilon", "reference": "zeros"}, "reference-aware LRP"), ({"method": "deeplift"}, "DeepLIFT")],
+)
+def test_a_model_that_folds_the_batch_is_refused_by_the_paired_methods(kwargs: dict[str, str], method: str) -> None:
+    model = _FoldsTheBatch(relu_first=method == "DeepLIFT").eval()
+    x = torch.rand(1, 3, 8, dtype=torch.float64)  # the linear layer sees (3, 2, 8): 3 rows, not the pair of 2
+    with pytest.raises(relprop.errors.UnsupportedOperationError) as info:
+        relprop.explain(model, x, target=0, **kwargs)
+    assert f"{method} pairs each input with its reference along the batch dimension, but " in str(info.value)
+    assert "received a tensor of shape (3, 2, 8) whose first dimension is not that batch" in str(info.value)
+    assert str(info.value).endswith(f"cannot be explained with {method}.")

@@ -65,6 +65,7 @@ from ..ops import LinearOp, describe_function
 from ..outputs import select_output
 from ..rules import FunctionRule, per_sample_sum
 from ..rules.base import call_with
+from ..rules.difference import paired_halves
 from . import _common, register
 
 __all__ = [
@@ -87,13 +88,7 @@ _SUB_NAMES = {"sub", "subtract", "__sub__", "__isub__", "sub_"}
 # -- pairing the two halves of the batch ----------------------------------------------------------
 def _halves(t: Tensor, func: Callable[..., Any]) -> int:
     """The number of inputs ``n`` of a ``[x; x̄]`` batch of ``2n``, checked."""
-    if t.dim() == 0 or t.shape[0] % 2:
-        raise UnsupportedOperationError(
-            f"DeepLIFT pairs each input with its reference along the batch dimension, but {describe_function(func)} "
-            f"received a tensor of shape {tuple(t.shape)} whose first dimension is not that batch; models that "
-            "fold the batch into another dimension cannot be explained with DeepLIFT."
-        )
-    return t.shape[0] // 2
+    return paired_halves(t, "DeepLIFT", describe_function(func))
 
 
 def _shapley_split(

@@ -89,12 +89,16 @@ def zbox_on_differences(
     return dx * op.vjp(s, weight, dx) - low * op.vjp(s, w_pos, dx) - high * op.vjp(s, w_neg, dx)
 
 
-def _halves(t: Tensor, call: Call) -> int:
+def paired_halves(t: Tensor, method: str, where: str) -> int:
+    """The number of inputs ``n`` of a ``[x; x̄]`` batch of ``2n``, checked (DeepLIFT, reference-aware LRP).
+
+    ``where`` names the operation that received ``t`` for the error message.
+    """
     if t.dim() == 0 or t.shape[0] % 2:
         raise UnsupportedOperationError(
-            f"reference-aware LRP pairs each input with its reference along the batch, but "
-            f"{describe_function(call.func)} in '{call.display_path}' received shape {tuple(t.shape)}; models that "
-            "fold the batch into another dimension cannot be explained relative to a reference."
+            f"{method} pairs each input with its reference along the batch dimension, but {where} received a tensor "
+            f"of shape {tuple(t.shape)} whose first dimension is not that batch; models that fold the batch into "
+            f"another dimension cannot be explained with {method}."
         )
     return t.shape[0] // 2
 
@@ -187,7 +191,7 @@ class DifferenceRule(Rule):
     def forward(self, call: Call) -> Tensor:
         bound = call.bound
         x, weight, bias = bound["input"], bound["weight"], bound["bias"]
-        n = _halves(x, call)
+        n = paired_halves(x, "reference-aware LRP", f"{describe_function(call.func)} in '{call.display_path}'")
         record = call.record
         entry = LedgerEntry(record.index, call.display_path, record.function, self.describe(), samples=n)
         self.state.entries.append(entry)
