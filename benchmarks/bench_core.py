@@ -34,7 +34,15 @@ from typing import Any
 
 from _timing import setup_model, sync, time_round_robin
 
-METHODS = ["forward", "gradient-x-input", "relprop-epsilon", "relprop-epsilon-gamma-box", "zennit-epsilon-gamma-box"]
+METHODS = [
+    "forward",
+    "gradient-x-input",
+    "relprop-epsilon",
+    "relprop-epsilon-compiled",
+    "relprop-epsilon-gamma-box",
+    "relprop-epsilon-gamma-box-compiled",
+    "zennit-epsilon-gamma-box",
+]
 MODELS = ["vgg16", "resnet50"]
 
 
@@ -94,12 +102,10 @@ def build_method(name: str, model: Any, x: Any) -> tuple[Callable[[], Any], Call
 
         return gxi, no_cache
     if name.startswith("relprop-"):
-        composite = name[len("relprop-") :]
-        explainer = (
-            relprop.Explainer(model, composite, low=-2.2, high=2.7)
-            if "box" in composite
-            else relprop.Explainer(model, composite)
-        )
+        # "-compiled": the fused kernels of relprop.rules.kernels (compiled in the warm-up call).
+        composite = name[len("relprop-") :].removesuffix("-compiled")
+        bounds = {"low": -2.2, "high": 2.7} if "box" in composite else {}
+        explainer = relprop.Explainer(model, composite, compile=name.endswith("-compiled"), **bounds)
 
         def cache_bytes() -> int:
             total = 0

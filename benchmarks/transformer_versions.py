@@ -22,7 +22,7 @@ from pathlib import Path
 
 #: (batch, tokens of both sentences together), as ``transformer_speed.py`` measures them.
 SIZES = ((1, 16), (1, 128), (8, 128))
-METHODS = ("gradient", "attnlrp", "attnlrp, ledger off")
+METHODS = ("gradient", "attnlrp", "attnlrp, ledger off", "attnlrp, compiled")
 
 
 def child(sizes: list[tuple[int, int]], repeats: int, composite: str) -> None:
@@ -52,6 +52,10 @@ def child(sizes: list[tuple[int, int]], repeats: int, composite: str) -> None:
             "attnlrp": relprop.Explainer(wrapped, composite, ledger=True),
             "attnlrp, ledger off": relprop.Explainer(wrapped, composite, ledger=False),
         }
+        try:  # the fused kernels of relprop.rules.kernels (trees before them have no compile option)
+            calls["attnlrp, compiled"] = relprop.Explainer(wrapped, composite, ledger=True, compile=True)
+        except (TypeError, relprop.ConfigurationError):
+            pass
         times: dict[str, list[float]] = {name: [] for name in calls}
         for round_index in range(repeats + 2):
             for name, call in calls.items():
@@ -102,15 +106,16 @@ def main() -> None:
     for size in args.sizes:
         for name, _ in trees:
             per_round = [run[size] for run in runs[name]]
-            times = [statistics.median(r[m] for r in per_round) * 1e3 for m in METHODS]
-            ratios = [statistics.median(r[m] / r["gradient"] for r in per_round) for m in METHODS[1:]]
+            ran = [m for m in METHODS if all(m in r for r in per_round)]  # older trees lack some methods
+            times = {m: f"{statistics.median(r[m] for r in per_round) * 1e3:.1f}" for m in ran}
+            ratios = {m: f"{statistics.median(r[m] / r['gradient'] for r in per_round):.2f}" for m in ran}
             batch, tokens = size.split("x")
             label = f"batch {batch}, 2 × {int(tokens) // 2} tokens"
             print(
                 f"| {label} | {name} | "
-                + " | ".join(f"{t:.1f}" for t in times)
+                + " | ".join(times.get(m, "–") for m in METHODS)
                 + " | "
-                + " | ".join(f"{r:.2f}" for r in ratios)
+                + " | ".join(ratios.get(m, "–") for m in METHODS[1:])
                 + " |"
             )
 

@@ -203,6 +203,7 @@ RANGES: dict[str, Spec] = {
     # the explainer's options
     "canonize": Flag(),
     "ledger": Flag(),
+    "compile": Flag(),
     "nonfinite": Choice(("raise", "report")),
 }
 

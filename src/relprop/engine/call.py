@@ -188,6 +188,11 @@ class Call:
         """Whether this call keeps a ledger."""
         return self.state.with_ledger
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the rules run their fused kernels compiled (see :mod:`relprop.rules.kernels`)."""
+        return self.state.compiled
+
     @functools.cached_property
     def entry(self) -> LedgerEntry | None:
         """This operation's ledger row (created on first use); ``None`` without a ledger."""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # relprop.reference imports the engine
 __all__ = ["ENGINE_OPTIONS", "Explainer", "explain"]
 
 #: Options of :class:`Explainer` that :func:`explain` passes on (the rest are composite parameters).
-ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast", "output", "nonfinite")
+ENGINE_OPTIONS = ("rules", "canonize", "ledger", "top", "contrast", "output", "nonfinite", "compile")
 #: Options of a call (:meth:`Explainer.__call__`) that :func:`explain` passes on.
 CALL_OPTIONS = ("layers", "layer_reduce", "conditions")
 
@@ -64,6 +64,11 @@ class Explainer:
         Fold batch norms into the convolution or dense layer they follow (default ``True``).
     ledger
         Keep the per-layer conservation ledger (default ``True``; ``False`` is slightly faster).
+    compile
+        Run LRP-ε's output factors and their ledger sums as fused kernels compiled with
+        ``torch.compile`` (default ``False``; see :mod:`relprop.rules.kernels`). The first call
+        compiles for a few seconds; later calls save most of the factors' element-wise passes.
+        Without a working compiler relprop warns once and computes eagerly (the same values).
     top, contrast
         Defaults for :meth:`__call__`: the top layer (``"logit"`` or ``"log-odds"``) and the
         contrast class (an index or ``"rest"``).
@@ -114,11 +119,12 @@ class Explainer:
         reference: Any = None,
         data: Tensor | None = None,
         blur_sigma: float = 1.0,
+        compile: bool = False,
         **params: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        _params.check("Explainer", {"canonize": canonize, "ledger": ledger, "nonfinite": nonfinite})
+        _params.check("Explainer", {"canonize": canonize, "ledger": ledger, "nonfinite": nonfinite, "compile": compile})
         # relprop.tuning: a TunedComposite, a tuned .json file or "auto" with tuned= becomes a plain Composite.
         from ..tuning.resolve import as_composite
 
@@ -142,6 +148,7 @@ class Explainer:
         self.composite = base.prepend(rules) if rules is not None else base
         self.canonize = bool(canonize)
         self.ledger = bool(ledger)
+        self.compile = bool(compile)
         self.top = top
         self.contrast = contrast
         self.output = check_selector(output)
@@ -322,6 +329,7 @@ class Explainer:
 
     def _explain(self, x: Tensor, plan: Plan, taps: LayerRequest, target: Any, top: str, contrast: Any) -> Explanation:
         state = CallState("explain", self.model, self.composite, self.weights, plan, self.ledger, taps)
+        state.compiled = self.compile
         state.sink = TapSink(taps)
         leaf = x.detach().requires_grad_(True)
         output = self._run(state, leaf)

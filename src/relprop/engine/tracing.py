@@ -81,6 +81,8 @@ class CallState:
     plan: Plan | None = None
     with_ledger: bool = False
     taps: LayerRequest = field(default_factory=LayerRequest)
+    #: Run the rules' fused kernels compiled (``Explainer(..., compile=True)``).
+    compiled: bool = False
     carrying: dict[int, Track] = field(default_factory=dict)
     keepalive: list[Tensor] = field(default_factory=list)
     stack: list[tuple[str, nn.Module]] = field(default_factory=list)

@@ -46,7 +46,7 @@ _REGISTRY: dict[str, tuple[Method, str, tuple[str, ...]]] = {}
 # Every method's own leading arguments; the rest are its parameters.
 _CALL_ARGUMENTS = ("model", "inputs", "target")
 # What "lrp" accepts besides the composite's own parameters (relprop.explain / Explainer options).
-_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast", "output", "reference", "blur_sigma")
+_LRP_OPTIONS = ("composite", "canonize", "ledger", "top", "contrast", "output", "reference", "blur_sigma", "compile")
 # Taken by every method: which tensor of the model's output to explain (relprop.outputs).
 _OUTPUT = "output"
 # A spec may name one parameter without "key=": "lrp:epsilon-gamma-box", "deeplift:reveal-cancel".

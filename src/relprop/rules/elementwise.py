@@ -22,7 +22,7 @@ from ..kinds import PIECEWISE_LINEAR, out_of_place
 from ..ledger import LedgerEntry
 from ..params import NON_NEGATIVE, Spec
 from .base import Rule, call_with, per_sample_dot, register, safe_divide, stabilize
-from .linear import FactorSpec, ProxyHolder, record_factor
+from .linear import FactorSpec, ProxyHolder, epsilon_step, record_factor
 
 if TYPE_CHECKING:
     from ..engine.call import Call
@@ -141,10 +141,9 @@ class RectifyWithFactor(torch.autograd.Function):
         if spec is None:
             return grad, None
         (a,) = ctx.saved_tensors
-        if spec.rule.epsilon == 0.0:
-            scaled = torch.ops.aten.threshold_backward(grad, a, 0)  # the ReLU's own mask, one fused pass
-        else:
-            scaled = spec.rule.output_factor(a, grad, nonnegative=True)
+        if spec.rule.epsilon != 0.0:
+            return epsilon_step(spec, a, grad, nonnegative=True), None
+        scaled = torch.ops.aten.threshold_backward(grad, a, 0)  # the ReLU's own mask, one fused pass
         record_factor(spec, a, grad, scaled)
         return scaled, None
 

@@ -39,6 +39,7 @@ from ..errors import ConfigurationError, GraphChangedError
 from ..ledger import DotMemo, LedgerEntry
 from ..ops import LinearOp
 from ..params import NON_NEGATIVE, Spec
+from . import kernels
 from .base import Rule, per_sample_dot, per_sample_sum, register, safe_divide, stabilize
 
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ class EpsilonRule(LinearRule):
         scale, shift = batchnorm_affine(call.bound)
         record = call.record
         if record.relu_proxy is None and (call.ledger or self.epsilon != 0.0):
-            spec = FactorSpec(self, call.entry, shift.reshape(-1), _CHANNEL_OP)
+            spec = FactorSpec(self, call.entry, shift.reshape(-1), _CHANNEL_OP, compiled=call.compiled)
             return AffineWithFactor.apply(call.bound["input"], scale, shift, spec)  # type: ignore[no-any-return]
         return attach_factor(call, record, call.native(), self, call.entry, shift.reshape(-1), _CHANNEL_OP)
 
@@ -936,6 +937,8 @@ class FactorSpec:
     #: ``y`` may hold ±inf (an additive -inf attention mask) where the gradient is 0: those entries
     #: hand on and record nothing.
     finite_only: bool = False
+    #: Run the factor and its ledger sums as one compiled kernel (``Explainer(..., compile=True)``).
+    compiled: bool = False
 
     def constant_relevance(self, scaled_grad: Tensor) -> Tensor | None:
         if self.channel_constant is not None:
@@ -956,6 +959,40 @@ def record_factor(spec: FactorSpec, y: Tensor, grad: Tensor, scaled: Tensor) -> 
     spec.entry.add(out, kept if bias is None else kept - bias, bias)
 
 
+def _fusable(spec: FactorSpec) -> bool:
+    """Whether the compiled kernel computes exactly this factor: LRP-ε's own, with a per-channel constant at most."""
+    rule = spec.rule
+    return (
+        spec.compiled
+        and rule.epsilon != 0.0
+        and type(rule).output_factor is EpsilonRule.output_factor
+        and spec.full_constant is None
+        and not spec.finite_only
+    )
+
+
+def _book_fused(spec: FactorSpec, sums: tuple[Tensor | None, Tensor | None, Tensor | None]) -> None:
+    out, kept, bias = sums
+    if spec.entry is not None and out is not None and kept is not None:
+        spec.entry.add(out, kept if bias is None else kept - bias, bias)
+
+
+def epsilon_step(spec: FactorSpec, y: Tensor, grad: Tensor, nonnegative: bool = False) -> Tensor:
+    """The scaled gradient ``g ⊙ y / stab(y)`` of one output factor, booked in its ledger row."""
+    if _fusable(spec):
+        channel_last = spec.channel_op is not None and spec.channel_op.kind == "linear"
+        bias = spec.channel_constant
+        fused = kernels.fused_epsilon(
+            y, grad, spec.rule.epsilon, bias, nonnegative=nonnegative, channel_last=channel_last, ledger=spec.entry is not None
+        )
+        if fused is not None:
+            _book_fused(spec, fused[1:])
+            return fused[0]
+    scaled = spec.rule.output_factor(y, grad, nonnegative=nonnegative)
+    record_factor(spec, y, grad, scaled)
+    return scaled
+
+
 class OutputFactor(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by ``y / stab(y)`` (LRP-ε on the layer below)."""
 
@@ -973,9 +1010,7 @@ class OutputFactor(torch.autograd.Function):
             finite = torch.isfinite(y)
             y = torch.where(finite, y, torch.zeros((), dtype=y.dtype, device=y.device))
             grad = torch.where(finite, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        scaled = spec.rule.output_factor(y, grad, nonnegative=spec.after_relu)
-        record_factor(spec, y, grad, scaled)
-        return scaled, None
+        return epsilon_step(spec, y, grad, nonnegative=spec.after_relu), None
 
 
 class AffineWithFactor(torch.autograd.Function):
@@ -995,6 +1030,13 @@ class AffineWithFactor(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         c, scale, shift = ctx.saved_tensors
         spec: FactorSpec = ctx.spec
+        if _fusable(spec):
+            fused = kernels.fused_affine_epsilon(
+                c, scale, shift, grad, spec.rule.epsilon, spec.channel_constant, ledger=spec.entry is not None
+            )
+            if fused is not None:
+                _book_fused(spec, fused[1:])
+                return fused[0], None, None, None
         y = torch.addcmul(shift, c, scale)
         scaled = spec.rule.output_factor(y, grad)
         record_factor(spec, y, grad, scaled)
@@ -1103,7 +1145,7 @@ def attach_factor(
     """Attach LRP-ε's output-side factor to ``y``, or hand it to the ReLU fused with ``owner``."""
     if entry is None and rule.epsilon == 0.0:
         return y  # LRP-0 without bookkeeping is the plain gradient
-    spec = FactorSpec(rule, entry, channel_constant, channel_op, full_constant)
+    spec = FactorSpec(rule, entry, channel_constant, channel_op, full_constant, compiled=call.compiled)
     if owner.relu_proxy is not None:
         spec.after_relu = True
         call.hand_over(owner.relu_proxy, spec)
@@ -1178,6 +1220,6 @@ class FoldedBatchNorm(Rule):
         entry = call.entry_for(owner, rule)
         if owner.relu_proxy is None and (call.ledger or rule.epsilon != 0.0):
             scale, shift = batchnorm_affine(bound)
-            spec = FactorSpec(rule, entry, folded_bias, handed.op)
+            spec = FactorSpec(rule, entry, folded_bias, handed.op, compiled=call.compiled)
             return AffineWithFactor.apply(x, scale, shift, spec)  # type: ignore[no-any-return]
         return attach_factor(call, owner, call.native(), rule, entry, folded_bias, handed.op)
