@@ -14,6 +14,12 @@ methods round-robin in one process, so that drift of a shared machine hits all o
 Next to the wall time, the process CPU time of each call (``time.process_time``, all threads) is
 reported: on a shared machine it is far less disturbed by other processes than the wall time.
 
+Besides relprop's LRP-ε and epsilon-gamma-box (each also with ``compile=True``: the fused
+kernels of ``relprop.rules.kernels``, compiled in the warm-up call) and Zennit's
+EpsilonGammaBox, ``floor-epsilon-gamma-box`` times Gradient×Input plus only the convolutions
+that epsilon-gamma-box's rules cannot do without (``benchmarks/_floor.py``): the lowest ratio
+any implementation of that composite can reach on this machine.
+
 Results are printed as a Markdown table (for BENCHMARKS.md) and written as JSON with
 ``--json PATH``.
 """
@@ -41,6 +47,7 @@ METHODS = [
     "relprop-epsilon-compiled",
     "relprop-epsilon-gamma-box",
     "relprop-epsilon-gamma-box-compiled",
+    "floor-epsilon-gamma-box",
     "zennit-epsilon-gamma-box",
 ]
 MODELS = ["vgg16", "resnet50"]
@@ -130,6 +137,10 @@ def build_method(name: str, model: Any, x: Any) -> tuple[Callable[[], Any], Call
             return total
 
         return (lambda: explainer(x).relevance), cache_bytes
+    if name == "floor-epsilon-gamma-box":
+        from _floor import floor_call
+
+        return floor_call(model, x), no_cache
     if name == "zennit-epsilon-gamma-box":
         from zennit.attribution import Gradient
         from zennit.composites import EpsilonGammaBox

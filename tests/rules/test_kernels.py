@@ -93,7 +93,6 @@ def test_compiled_kernels_give_the_eager_relevance_and_ledger(ledger: bool) -> N
     ("kernel", "composite"),
     [
         ("relu-booked", "epsilon"),  # a layer whose output only a ReLU reads
-        ("affine-booked", "epsilon"),  # the batch norm before the residual sum
         ("signed-booked", "epsilon"),  # the top layer (outputs of both signs)
         ("signed-booked", "epsilon-gamma-box"),  # its dense layers use LRP-ε
     ],
@@ -177,7 +176,6 @@ def test_small_activations_run_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "_MIN_VALUES", 1 << 17)
     monkeypatch.setitem(kernels._BODIES, "relu-booked", lambda *args: pytest.fail("compiled kernel ran"))
     monkeypatch.setitem(kernels._BODIES, "signed-booked", lambda *args: pytest.fail("compiled kernel ran"))
-    monkeypatch.setitem(kernels._BODIES, "affine-booked", lambda *args: pytest.fail("compiled kernel ran"))
     model = residual_net()
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     eager = relprop.Explainer(model, "epsilon")(x)

@@ -24,7 +24,6 @@ from torch import Tensor
 
 __all__ = [
     "compile_failure",
-    "fused_affine_epsilon",
     "fused_epsilon",
     "reset",
 ]
@@ -91,26 +90,11 @@ def _signed_factor_booked(
     return (s, *_sums(y, g, s, bias, channel_last))
 
 
-def _affine_factor(c: Tensor, scale: Tensor, shift: Tensor, g: Tensor, epsilon: float) -> Tensor:
-    # An eval-mode batch norm y = c ⊙ scale + shift, its output recomputed here instead of kept.
-    return _factor(c * scale + shift, g, epsilon, False) * scale
-
-
-def _affine_factor_booked(
-    c: Tensor, scale: Tensor, shift: Tensor, g: Tensor, epsilon: float, bias: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    y = c * scale + shift
-    s = _factor(y, g, epsilon, False)
-    return (s * scale, *_sums(y, g, s, bias, False))
-
-
 _BODIES: dict[str, Callable[..., Any]] = {
     "relu": _relu_factor,
     "signed": _signed_factor,
     "relu-booked": _relu_factor_booked,
     "signed-booked": _signed_factor_booked,
-    "affine": _affine_factor,
-    "affine-booked": _affine_factor_booked,
 }
 
 
@@ -186,26 +170,3 @@ def fused_epsilon(
         return None
     s, out, kept, share = result
     return s.view(y.shape), out, kept, share
-
-
-def fused_affine_epsilon(
-    c: Tensor, scale: Tensor, shift: Tensor, grad: Tensor, epsilon: float, bias: Tensor | None, *, ledger: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None] | None:
-    """LRP-ε through an eval-mode batch norm ``y = c ⊙ scale + shift`` in one compiled kernel.
-
-    Returns ``(s ⊙ scale, Σ y⊙g, Σ y⊙s, bias share)`` (the gradient for ``c`` and the ledger sums),
-    or ``None`` to compute eagerly.
-    """
-    if not _fits(c, grad) or scale.dtype != c.dtype or shift.dtype != c.dtype:
-        return None
-    bias = None if bias is None else bias.to(c.dtype)
-    channels = c.shape[1]
-    args = (_as_channels(c, False), scale.reshape(1, channels, 1), shift.reshape(1, channels, 1), _as_channels(grad, False))
-    if not ledger:
-        s = _run("affine", *args, float(epsilon))
-        return None if s is None else (s.view(c.shape), None, None, None)
-    result = _run("affine-booked", *args, float(epsilon), bias)
-    if result is None:
-        return None
-    s, out, kept, share = result
-    return s.view(c.shape), out, kept, share

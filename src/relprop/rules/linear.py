@@ -1016,31 +1016,23 @@ class OutputFactor(torch.autograd.Function):
 class AffineWithFactor(torch.autograd.Function):
     """Per-channel affine map ``y = c ⊙ scale + shift`` (an eval-mode batch norm) with LRP-ε on the layer.
 
-    It keeps only its input ``c`` (as the batch norm itself would) and recomputes ``y`` in the
-    backward pass, instead of keeping ``y`` as well.
+    It keeps its output ``y`` instead of its input ``c`` (the same memory; the batch norm's
+    input is freed after the forward pass): the backward pass reads ``y`` for the factor and
+    the ledger and multiplies by ``scale``, and allocates one buffer instead of recomputing ``y``
+    into a second one (fresh buffers, not arithmetic, are most of what such a step costs on CPU).
     """
 
     @staticmethod
     def forward(ctx: Any, c: Tensor, scale: Tensor, shift: Tensor, spec: FactorSpec) -> Tensor:
         ctx.spec = spec
-        ctx.save_for_backward(c, scale, shift)
-        return torch.addcmul(shift, c, scale)
+        y = torch.addcmul(shift, c, scale)
+        ctx.save_for_backward(y, scale)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        c, scale, shift = ctx.saved_tensors
-        spec: FactorSpec = ctx.spec
-        if _fusable(spec):
-            fused = kernels.fused_affine_epsilon(
-                c, scale, shift, grad, spec.rule.epsilon, spec.channel_constant, ledger=spec.entry is not None
-            )
-            if fused is not None:
-                _book_fused(spec, fused[1:])
-                return fused[0], None, None, None
-        y = torch.addcmul(shift, c, scale)
-        scaled = spec.rule.output_factor(y, grad)
-        record_factor(spec, y, grad, scaled)
-        del y
+        y, scale = ctx.saved_tensors
+        scaled = epsilon_step(ctx.spec, y, grad)
         return scaled.mul_(scale) if scaled is not grad else grad * scale, None, None, None
 
 
