@@ -12,6 +12,7 @@ process's median CPU time (``time.process_time``) and of its ratio to the gradie
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -52,10 +53,9 @@ def child(sizes: list[tuple[int, int]], repeats: int, composite: str) -> None:
             "attnlrp": relprop.Explainer(wrapped, composite, ledger=True),
             "attnlrp, ledger off": relprop.Explainer(wrapped, composite, ledger=False),
         }
-        try:  # the fused kernels of relprop.rules.kernels (trees before them have no compile option)
+        # The fused kernels of relprop.rules.kernels (trees before them have no compile option).
+        with contextlib.suppress(TypeError, relprop.ConfigurationError):
             calls["attnlrp, compiled"] = relprop.Explainer(wrapped, composite, ledger=True, compile=True)
-        except (TypeError, relprop.ConfigurationError):
-            pass
         times: dict[str, list[float]] = {name: [] for name in calls}
         for round_index in range(repeats + 2):
             for name, call in calls.items():

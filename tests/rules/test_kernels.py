@@ -17,7 +17,6 @@ from torch import nn
 
 import relprop
 from relprop.rules import kernels
-
 from test_invariance import assert_unchanged, snapshot
 
 

@@ -981,9 +981,15 @@ def epsilon_step(spec: FactorSpec, y: Tensor, grad: Tensor, nonnegative: bool = 
     """The scaled gradient ``g ⊙ y / stab(y)`` of one output factor, booked in its ledger row."""
     if _fusable(spec):
         channel_last = spec.channel_op is not None and spec.channel_op.kind == "linear"
-        bias = spec.channel_constant
+        ledger = spec.entry is not None
         fused = kernels.fused_epsilon(
-            y, grad, spec.rule.epsilon, bias, nonnegative=nonnegative, channel_last=channel_last, ledger=spec.entry is not None
+            y,
+            grad,
+            spec.rule.epsilon,
+            spec.channel_constant,
+            nonnegative=nonnegative,
+            channel_last=channel_last,
+            ledger=ledger,
         )
         if fused is not None:
             _book_fused(spec, fused[1:])
