@@ -69,6 +69,7 @@ class Explainer:
         ``torch.compile`` (default ``False``; see :mod:`relprop.rules.kernels`). The first call
         compiles for a few seconds; later calls save most of the factors' element-wise passes.
         Without a working compiler relprop warns once and computes eagerly (the same values).
+        Explanations relative to a ``reference`` run eagerly.
     top, contrast
         Defaults for :meth:`__call__`: the top layer (``"logit"`` or ``"log-odds"``) and the
         contrast class (an index or ``"rest"``).
