@@ -23,6 +23,8 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from _timing import gradient_x_input_call
+
 
 def _fold_batch_norms(model: Any) -> Any:
     """A copy of a torchvision ResNet or VGG with each batch norm folded into the convolution before it."""
@@ -85,12 +87,4 @@ def floor_call(model: Any, x: Any, gamma: float = 0.25) -> Callable[[], Any]:
 
     for m in gamma_layers:
         m.register_forward_hook(gamma_hook)
-
-    def run() -> Any:
-        xx = x.detach().requires_grad_(True)
-        out = folded(xx)
-        target = out.argmax(1)
-        (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xx)
-        return g * xx.detach()
-
-    return run
+    return gradient_x_input_call(folded, x)

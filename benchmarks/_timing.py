@@ -24,6 +24,20 @@ def setup_model(model_name: str, device: str, threads: int, batch: int) -> tuple
     return model, x
 
 
+def gradient_x_input_call(model: Any, x: Any) -> Callable[[], Any]:
+    """One Gradient×Input call for the predicted class: the baseline every ratio is taken to."""
+    import torch
+
+    def gxi() -> Any:
+        xx = x.detach().requires_grad_(True)
+        out = model(xx)
+        target = out.argmax(1)
+        (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xx)
+        return g * xx.detach()
+
+    return gxi
+
+
 def sync(device: str) -> None:
     """Wait for queued GPU work, so that a timer measures it."""
     import torch

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _timing import setup_model, sync, time_round_robin
+from _timing import gradient_x_input_call, setup_model, sync, time_round_robin
 
 METHODS = [
     "forward",
@@ -99,15 +99,7 @@ def build_method(name: str, model: Any, x: Any) -> tuple[Callable[[], Any], Call
 
         return forward, no_cache
     if name == "gradient-x-input":
-
-        def gxi() -> Any:
-            xx = x.detach().requires_grad_(True)
-            out = model(xx)
-            target = out.argmax(1)
-            (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), xx)
-            return g * xx.detach()
-
-        return gxi, no_cache
+        return gradient_x_input_call(model, x), no_cache
     if name.startswith("relprop-"):
         # "-compiled": the fused kernels of relprop.rules.kernels (compiled in the warm-up call).
         composite = name[len("relprop-") :].removesuffix("-compiled")
