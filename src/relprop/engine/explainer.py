@@ -329,8 +329,9 @@ class Explainer:
         )
 
     def _explain(self, x: Tensor, plan: Plan, taps: LayerRequest, target: Any, top: str, contrast: Any) -> Explanation:
-        state = CallState("explain", self.model, self.composite, self.weights, plan, self.ledger, taps)
-        state.compiled = self.compile
+        state = CallState(
+            "explain", self.model, self.composite, self.weights, plan, self.ledger, taps, compiled=self.compile
+        )
         state.sink = TapSink(taps)
         leaf = x.detach().requires_grad_(True)
         output = self._run(state, leaf)

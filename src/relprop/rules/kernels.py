@@ -115,7 +115,8 @@ def _run(name: str, *args: Any) -> Any:
     try:
         return _kernel(name)(*args)
     except Exception as error:  # no compiler, an unsupported platform or backend: compute eagerly
-        _failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        _failure = f"{type(error).__name__}: {first_line}"
         warnings.warn(
             f"relprop could not compile its fused kernels ({_failure[:300]}); it computes them eagerly instead "
             "(the same values, more slowly). Pass compile=False to silence this.",
@@ -130,7 +131,7 @@ def _as_channels(t: Tensor, channel_last: bool) -> Tensor:
     n = t.shape[0]
     if channel_last:
         return t.view(n, -1, t.shape[-1])
-    return t.view(n, t.shape[1] if t.dim() > 1 else 1, -1)
+    return t.view(n, t.shape[1], -1)  # (callers check t.dim() ≥ 2)
 
 
 #: Fewer values than this run eagerly: a compiled call costs about 40 µs of guards and dispatch,
@@ -159,12 +160,12 @@ def fused_epsilon(
     """
     if not _fits(y, grad):
         return None
-    bias = None if bias is None else bias.to(y.dtype)
     y3, g3 = _as_channels(y, channel_last), _as_channels(grad, channel_last)
     variant = "relu" if nonnegative else "signed"
     if not ledger:
         s = _run(variant, y3, g3, float(epsilon))
         return None if s is None else (s.view(y.shape), None, None, None)
+    bias = None if bias is None else bias.to(y.dtype)
     result = _run(variant + "-booked", y3, g3, float(epsilon), bias, channel_last)
     if result is None:
         return None

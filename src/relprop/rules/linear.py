@@ -953,10 +953,12 @@ def record_factor(spec: FactorSpec, y: Tensor, grad: Tensor, scaled: Tensor) -> 
     """Write the ledger of an output-factor rule: ``in = Σ (y - c) ⊙ g'``, ``out = Σ y ⊙ g``."""
     if spec.entry is None:
         return
-    out = per_sample_dot(y, grad)
-    kept = per_sample_dot(y, scaled)
-    bias = spec.constant_relevance(scaled)
-    spec.entry.add(out, kept if bias is None else kept - bias, bias)
+    _book(spec.entry, per_sample_dot(y, grad), per_sample_dot(y, scaled), spec.constant_relevance(scaled))
+
+
+def _book(entry: LedgerEntry, out: Tensor, kept: Tensor, bias: Tensor | None) -> None:
+    """One output factor's row: ``out = Σ y ⊙ g``, handed on ``Σ y ⊙ g' − bias``, the bias share."""
+    entry.add(out, kept if bias is None else kept - bias, bias)
 
 
 def _fusable(spec: FactorSpec) -> bool:
@@ -969,12 +971,6 @@ def _fusable(spec: FactorSpec) -> bool:
         and spec.full_constant is None
         and not spec.finite_only
     )
-
-
-def _book_fused(spec: FactorSpec, sums: tuple[Tensor | None, Tensor | None, Tensor | None]) -> None:
-    out, kept, bias = sums
-    if spec.entry is not None and out is not None and kept is not None:
-        spec.entry.add(out, kept if bias is None else kept - bias, bias)
 
 
 def epsilon_step(spec: FactorSpec, y: Tensor, grad: Tensor, nonnegative: bool = False) -> Tensor:
@@ -992,8 +988,11 @@ def epsilon_step(spec: FactorSpec, y: Tensor, grad: Tensor, nonnegative: bool = 
             ledger=ledger,
         )
         if fused is not None:
-            _book_fused(spec, fused[1:])
-            return fused[0]
+            scaled, out, kept, bias = fused
+            if spec.entry is not None:
+                assert out is not None and kept is not None  # the kernel sums whenever there is a row
+                _book(spec.entry, out, kept, bias)
+            return scaled
     scaled = spec.rule.output_factor(y, grad, nonnegative=nonnegative)
     record_factor(spec, y, grad, scaled)
     return scaled
@@ -1024,8 +1023,8 @@ class AffineWithFactor(torch.autograd.Function):
 
     It keeps its output ``y`` instead of its input ``c`` (the same memory; the batch norm's
     input is freed after the forward pass): the backward pass reads ``y`` for the factor and
-    the ledger and multiplies by ``scale``, and allocates one buffer instead of recomputing ``y``
-    into a second one (fresh buffers, not arithmetic, are most of what such a step costs on CPU).
+    the ledger and multiplies by ``scale``, allocating one buffer instead of recomputing ``y``
+    into a second one.
     """
 
     @staticmethod
